@@ -1,0 +1,58 @@
+# pyqmail-ldap. `make test` is the one command CI runs (see .ci/run).
+
+PYTHON    ?= python3
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+QMAILHOME ?= /var/qmail
+SHELL     := /bin/bash
+
+# Debian packages the build and the tests need (real slapd, tinycdb, tcpserver, swaks ...).
+DEBS := gcc libldap2-dev libsasl2-dev slapd ldap-utils tinycdb ucspi-tcp swaks daemontools
+DEBS += $(shell cat tests/debian-packages.txt 2>/dev/null | sed 's/#.*//')
+
+.PHONY: all test debs venv build setup check bench bench-kernels run clean
+
+all: build
+
+debs:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:" $$missing; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages (run as root to install): $$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+
+venv: $(PY)
+
+# Rebuild the compiled kernels whenever a source under ext/ or the conf files change.
+.stamp-build: $(PY) pyproject.toml setup.py conf-spawn conf-split $(wildcard ext/*)
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) setup.py -q build_ext --inplace
+	@touch $@
+
+build: debs .stamp-build
+
+test: build
+	QMAIL_REQUIRE_COMPILED=1 $(PY) -m pytest tests
+
+setup: build
+	$(PY) -m engine.install $(QMAILHOME)
+
+check: build
+	$(PY) -m engine.instcheck $(QMAILHOME)
+
+bench-kernels: build
+	$(PY) -m pytest bench -q --benchmark-only -p no:cacheprovider
+
+bench: bench-kernels
+
+clean:
+	rm -rf build *.egg-info engine/_*_c*.so engine/_buildconf.py .stamp-build

@@ -1,0 +1,1 @@
+"""Test support: real components (temporary qmail homes, slapd, servers) started and stopped by fixtures."""

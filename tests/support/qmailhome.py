@@ -1,0 +1,12 @@
+"""Creates a single-user qmail home for tests, exactly as `make setup QMAILHOME=DIR` does as non-root."""
+
+import os
+
+from engine import hier
+
+
+def make_qmailhome(home, me="testhost.example.org"):
+    hier.create(home, single_user=True)
+    with open(os.path.join(home, "control", "me"), "w") as f:
+        f.write(me + "\n")
+    return home
