@@ -44,7 +44,7 @@ test: build
 	QMAIL_REQUIRE_COMPILED=1 $(PY) -m pytest tests
 
 setup: build
-	$(PY) -m engine.install $(QMAILHOME)
+	$(PY) -m engine.install $(if $(SINGLEUSER),--single-user) $(QMAILHOME)
 
 check: build
 	$(PY) -m engine.instcheck $(QMAILHOME)

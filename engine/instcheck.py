@@ -1,0 +1,58 @@
+"""`make check` (qmail's instcheck): verifies a qmail home against engine.hier.
+
+Reports every missing directory or file, wrong owner, wrong mode and
+missing bin/ program, one line each, and exits 111 if there is any.
+A home whose queue is owned by the invoking non-root user is checked as a
+single-user instance.
+
+Usage: qmail-instcheck [--single-user] [QMAILHOME]
+"""
+
+import argparse
+import os
+import pwd
+import sys
+
+from engine import conf, hier
+from engine.install import console_scripts
+
+
+def single_user_home(home):
+    """A home whose queue/ is not owned by qmailq is a single-user instance."""
+    owner = os.stat(os.path.join(home, "queue")).st_uid
+    try:
+        return owner != pwd.getpwnam(conf.USER_QUEUE).pw_uid
+    except KeyError:
+        return True
+
+
+def missing_programs(home):
+    bindir = os.path.join(home, "bin")
+    return [f"{os.path.join(bindir, name)}: missing"
+            for name in sorted(console_scripts()) if not os.path.exists(os.path.join(bindir, name))]
+
+
+def check(home, single_user):
+    return hier.problems(home, single_user) + missing_programs(home)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="qmail-instcheck")
+    p.add_argument("home", nargs="?", default=conf.qmailhome())
+    p.add_argument("--single-user", action="store_true")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if not os.path.isdir(os.path.join(args.home, "queue")):
+        print(f"qmail-instcheck: fatal: {args.home}/queue: missing; run make setup", file=sys.stderr)
+        return 111
+    single_user = args.single_user or single_user_home(args.home)
+    found = check(args.home, single_user)
+    for line in found:
+        print(f"qmail-instcheck: warning: {line}", file=sys.stderr)
+    if found:
+        return 111
+    print(f"qmail-instcheck: {args.home} is complete")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
