@@ -115,3 +115,13 @@ def problems(home, single_user, split=conf.SPLIT):
         if stat.S_IMODE(st.st_mode) != e.mode:
             found.append(f"{path}: mode {stat.S_IMODE(st.st_mode):o}, want {e.mode:o}")
     return found
+
+
+SPLIT_KINDS = frozenset(e.path.split("/", 1)[1] for e in LAYOUT if e.split)
+
+
+def queue_file(queue, kind, msgid, split=conf.SPLIT):
+    """qmail's fmtqfn: queue/<kind>/<id mod split>/<id> for split kinds, else queue/<kind>/<id>."""
+    if kind in SPLIT_KINDS:
+        return f"{queue}/{kind}/{msgid % split}/{msgid}"
+    return f"{queue}/{kind}/{msgid}"
