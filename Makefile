@@ -56,5 +56,8 @@ bench-kernels: build
 
 bench: bench-kernels
 
+run: build
+	$(PY) -m engine.demo run
+
 clean:
 	rm -rf build *.egg-info engine/_*_c*.so engine/_buildconf.py .stamp-build

@@ -61,6 +61,15 @@ def expanded(split=conf.SPLIT):
                 yield Entry(f"{e.path}/{i}", DIR, e.owner, e.group, e.mode)
 
 
+def is_single_user(home):
+    """A home whose queue/ is not owned by qmailq is a single-user instance: everything runs as its owner."""
+    owner = os.stat(os.path.join(home, "queue")).st_uid
+    try:
+        return owner != pwd.getpwnam(conf.USER_QUEUE).pw_uid
+    except KeyError:
+        return True
+
+
 def ids(home, owner, group, single_user):
     """(uid, gid) for a layout owner; in a single-user instance everything belongs to the home's owner."""
     if single_user:

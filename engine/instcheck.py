@@ -18,15 +18,6 @@ from engine import conf, hier
 from engine.install import console_scripts
 
 
-def single_user_home(home):
-    """A home whose queue/ is not owned by qmailq is a single-user instance."""
-    owner = os.stat(os.path.join(home, "queue")).st_uid
-    try:
-        return owner != pwd.getpwnam(conf.USER_QUEUE).pw_uid
-    except KeyError:
-        return True
-
-
 def missing_programs(home):
     bindir = os.path.join(home, "bin")
     return [f"{os.path.join(bindir, name)}: missing"
@@ -59,7 +50,7 @@ def main(argv=None):
     if not os.path.isdir(os.path.join(args.home, "queue")):
         print(f"qmail-instcheck: fatal: {args.home}/queue: missing; run make setup", file=sys.stderr)
         return 111
-    single_user = args.single_user or single_user_home(args.home)
+    single_user = args.single_user or hier.is_single_user(args.home)
     found = check(args.home, single_user)
     for line in found:
         print(f"qmail-instcheck: warning: {line}", file=sys.stderr)

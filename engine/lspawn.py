@@ -25,7 +25,7 @@ import struct
 import sys
 from collections import OrderedDict
 
-from engine import conf, control, getpw, local, spawn
+from engine import conf, control, getpw, hier, local, spawn
 
 QLX_USAGE, QLX_ROOT, QLX_NFS, QLX_NOALIAS, QLX_CDB, QLX_SYS, QLX_NOMEM = 112, 113, 115, 116, 117, 118, 119
 QLX_EXECSOFT, QLX_EXECHARD, QLX_EXECPW = 120, 126, 121
@@ -190,7 +190,7 @@ class Worker:
         self.listener = listener
         self.base_env = base_env if base_env is not None else default_env(qmailhome)
         self.helpers = OrderedDict()
-        self.single_user = os.getuid() != 0
+        self.single_user = hier.is_single_user(qmailhome)
         self.queue_uid = None if self.single_user else pwd.getpwnam(conf.USER_QUEUE).pw_uid
         self.reload()
 

@@ -13,8 +13,8 @@ The master takes lock/sendmutex (a second instance on the same queue exits
 0600: only the scheduler may ask for deliveries), then runs the arbiter
 (engine.arbiter) with the roles: qmail-send and qmail-todo as qmails,
 qmail-clean as qmailq, the local pool (concurrencylocal workers, capped by
-conf-spawn) as root, qmail-rspawn as qmailr. Started by another user,
-everything runs as that user.
+conf-spawn) as root, qmail-rspawn as qmailr. A single-user instance (queue
+not owned by qmailq) runs everything as the invoking user.
 """
 
 import fcntl
@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 
-from engine import conf, control
+from engine import conf, control, hier
 from engine.arbiter import Arbiter, Role, log
 
 SOCKETS = ("lspawn", "rspawn", "clean", "send")
@@ -55,7 +55,7 @@ def make_listener(home, name, backlog):
         s.bind(path)
     finally:
         os.umask(old)
-    if os.getuid() == 0:
+    if os.getuid() == 0 and not hier.is_single_user(home):
         pw = pwd.getpwnam(conf.USER_SEND)
         os.chown(path, pw.pw_uid, pw.pw_gid)
     s.listen(backlog)
@@ -86,8 +86,8 @@ def roles(home, aliasempty, listeners):
     paths = {name: socket_path(home, name) for name in SOCKETS}
     paths["local"], paths["remote"] = paths["lspawn"], paths["rspawn"]
     queue = os.path.join(home, "queue")
-    root = os.getuid() == 0
-    as_user = (lambda u: u) if root else (lambda u: None)
+    separate = os.getuid() == 0 and not hier.is_single_user(home)
+    as_user = (lambda u: u) if separate else (lambda u: None)
     return [
         Role("qmail-clean", lambda i: clean.run_clean(queue, listeners["clean"]), user=as_user(conf.USER_QUEUE)),
         Role("qmail-send", lambda i: send.run_send(home, paths, listeners["send"]),
