@@ -88,7 +88,7 @@ class RcptHosts:
 
     def _cdb(self, name):
         try:
-            return cdb.Reader(control.path(name, self.home))
+            return cdb.Cdb(control.path(name, self.home))
         except FileNotFoundError:
             return None
 

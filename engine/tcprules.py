@@ -88,7 +88,7 @@ def parse_rules(text):
 def compile_rules(text, cdb_path, tmp_path):
     """Write the rules into cdb_path atomically (through tmp_path), like tcprules."""
     pairs = parse_rules(text)
-    cdb.make(cdb_path, pairs, tmp=tmp_path)
+    cdb.create(cdb_path, pairs, tmp=tmp_path)
 
 
 def candidate_keys(ip, host=None, info=None):
