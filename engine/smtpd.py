@@ -22,7 +22,6 @@ import time
 from engine import compiled, control, smtppolicy
 from engine.date822 import date822
 
-MAXHOPS = 100
 AUTH_FAIL_DELAY, AUTH_FAIL_EXTRA = 1, 4
 
 R_HELP = (b"214-qmail home page: http://pobox.com/~djb/qmail.html\r\n"
@@ -309,11 +308,11 @@ class Session:
 
     # --- MAIL -------------------------------------------------------------------------
     def parse_address(self, arg):
-        addr = _parser.addrparse(arg)
+        addr = _parser.parse_addr(arg)
         if addr is None:
             return None
-        text = addr.decode("utf-8", "surrogateescape")
-        return self.rewrite_ip_literal(text)
+        text = self.rewrite_ip_literal(addr.decode("utf-8", "surrogateescape"))
+        return None if len(text.encode("utf-8", "surrogateescape")) > _parser.ADDR_MAX else text
 
     def rewrite_ip_literal(self, addr):
         """`user@[our IP]` becomes `user@localiphost`."""
@@ -331,11 +330,8 @@ class Session:
             return await self.reject(R_AUTHNEEDED)
         if self.authuser and self.relayclient is None:
             self.relayclient = ""
-        size = _parser.esmtp_param(arg, b"SIZE")
-        if self.databytes and size is not None:
-            digits = len(size) - len(size.lstrip(b"0123456789"))
-            if int(size[:digits] or b"0") > self.databytes:
-                return await self.reject(R_SIZE)
+        if _parser.size_exceeds(arg, self.databytes):
+            return await self.reject(R_SIZE)
         good = smtppolicy.in_address_list(self.c.goodmailfrom, addr)
         if not good and smtppolicy.in_address_list(self.c.badmailfrom, addr):
             return await self.reject(R_BMF)
@@ -464,9 +460,9 @@ class Session:
             self.protocol(), self.local, self.remoteip, self.remotehost,
             self.authuser_info(), self.fakehelo, self.mailfrom, self.rcpts[0])
         body, decoder = await self.read_body()
-        if decoder.hops >= MAXHOPS:
+        if decoder.looping:
             return await self.reject(R_LOOP)
-        if self.databytes and decoder.size > self.databytes:
+        if decoder.too_big(self.databytes):
             return await self.reject(R_SIZE)
         if self.c.signatures and self.env.flag("REJECTEXEC") and self.s.exec_check(body, self.c.signatures):
             return await self.reject(R_EXEC)
@@ -485,10 +481,10 @@ class Session:
 
     async def read_body(self):
         """Read until the terminating dot; returns (message bytes with LF line ends, decoder state)."""
-        decoder = _parser.DataDecoder(self.databytes)
+        decoder = _parser.DataDecoder()
         inflate = compiled.load("zdata").Inflater() if self.compressed else None
         chunks = []
-        while not decoder.done:
+        while decoder.status == _parser.MORE:
             try:
                 data = await asyncio.wait_for(self.reader.read(65536), self.timeout)
             except asyncio.TimeoutError:
@@ -499,10 +495,10 @@ class Session:
             if inflate is not None:
                 data = inflate.feed(data)
             chunks.append(decoder.feed(data))
-            if decoder.bare_lf:
+            if decoder.status == _parser.ERR_BARE_LF:
                 self.reply(R_STRAYLF)
                 raise Closed("bare LF")
-            if decoder.long_line:
+            if decoder.status == _parser.ERR_LINE_LONG:
                 self.reply(R_LONGLINE)
                 raise Closed("long header line")
         if decoder.rest:
