@@ -466,13 +466,23 @@ class Session:
             return await self.reject(R_SIZE)
         if self.c.signatures and self.env.flag("REJECTEXEC") and self.s.exec_check(body, self.c.signatures):
             return await self.reject(R_EXEC)
-        result = await self.s.submit(self, head + body, self.mailfrom, self.rcpts)
+        result = await self.s.submit(head + body, self.mailfrom, self.rcpts, self.queue_env(),
+                                     self.env.get("QMAILQUEUE"))
         if result.startswith("K"):
             self.reply(f"250 ok {int(time.time())} qp {os.getpid()} by {self.c.me}\r\n".encode())
         elif result.startswith("D"):
             await self.reject(b"554 " + result[1:].encode() + b"\r\n")
         else:
             await self.reject(b"451 " + result[1:].encode() + b"\r\n")
+
+    def queue_env(self):
+        """What qmail-smtpd exports to a $QMAILQUEUE program."""
+        env = {}
+        if self.relayclient is not None:
+            env["RELAYCLIENT"] = self.relayclient
+        if self.authuser:
+            env["SMTPAUTHUSER"] = (self.env.get("AUTHPREPEND") or "") + self.authuser
+        return env
 
     def authuser_info(self):
         if self.authuser:

@@ -29,17 +29,15 @@ class Services:
         self._tls = {}
 
     # --- queue --------------------------------------------------------------------------
-    async def submit(self, session, message, sender, recipients):
-        """K on success, else the D/Z text qmail-queue's caller would print."""
+    async def submit(self, message, sender, recipients, extra_env=None, qmailqueue=None):
+        """K on success, else the D/Z text qmail-queue's caller would print.
+
+        extra_env (RELAYCLIENT, SMTPAUTHUSER) is what a $QMAILQUEUE program sees.
+        """
         enc = lambda a: a.encode("utf-8", "surrogateescape")  # noqa: E731
-        env = dict(os.environ)
-        if session.relayclient is not None:
-            env["RELAYCLIENT"] = session.relayclient
-        if session.authuser:
-            env["SMTPAUTHUSER"] = (session.env.get("AUTHPREPEND") or "") + session.authuser
-        if session.env.get("QMAILQUEUE"):
+        if qmailqueue:
             from engine import qq
-            env["QMAILQUEUE"] = session.env.get("QMAILQUEUE")
+            env = {**os.environ, **(extra_env or {}), "QMAILQUEUE": qmailqueue}
             text = qq.submit(message, enc(sender), [enc(r) for r in recipients], env=env)
             text = text[0] if isinstance(text, tuple) else text
             return "K" if not text else text
