@@ -120,7 +120,8 @@ class Env:
 class Session:
     def __init__(self, reader, writer, env, controls, services):
         self.reader, self.writer = reader, writer
-        self.env = env
+        self.env = env if isinstance(env, Env) else Env(env)
+        env = self.env
         self.c = controls
         self.s = services           # submit(), verify(), authenticate(), log()
         self.out = bytearray()

@@ -1,18 +1,18 @@
-"""The SMTP listener: tcpserver's role for the preforked SMTP workers, and the qmail-smtpd program.
+"""tcpserver's role for the master's preforked listeners (SMTP, QMTP), and the qmail-smtpd program.
 
-The master binds the listening sockets (control/smtplisten: `ip:port`
-lines, IPv6 as `[addr]:port`) before it drops privileges, and preforks
-control/smtpworkers workers (default 2) that run as qmaild. Every worker
-accepts on every socket and carries many sessions on one asyncio loop.
-Per connection, like tcpserver: the total (control/smtpconcurrency,
-tcpserver's -c, default 40) and per-client (control/smtpperip, default 0 =
-no limit) limits shared across workers (engine.connlimit); the tcprules in
-control/smtprules, compiled to control/smtprules.cdb when the text is newer
-and re-read when the cdb changes; the UCSPI variables TCPLOCALIP,
-TCPLOCALPORT, TCPLOCALHOST, TCPREMOTEIP, TCPREMOTEPORT, TCPREMOTEHOST (PTR
-lookup through the system resolver, /etc/hosts included) and the rule's
-settings (RELAYCLIENT, RCPTCHECK, SMTPAUTH, ...) become the session's
-environment.
+For each service NAME (smtp, qmtp) the master binds the sockets listed in
+control/NAMElisten (`ip:port` lines, IPv6 as `[addr]:port`) before it drops
+privileges, and preforks control/NAMEworkers workers (default 2) running as
+qmaild. Every worker accepts on every socket of its service and carries
+many sessions on one asyncio loop. Per connection, like tcpserver: the
+total (control/NAMEconcurrency, tcpserver's -c, default 40) and per-client
+(control/NAMEperip, default 0 = no limit) limits, shared by the workers
+(engine.connlimit); the tcprules in control/NAMErules, compiled to
+control/NAMErules.cdb when the text is newer and re-read when the cdb
+changes; the UCSPI variables TCPLOCALIP, TCPLOCALPORT, TCPLOCALHOST,
+TCPREMOTEIP, TCPREMOTEPORT, TCPREMOTEHOST (PTR lookup through the system
+resolver, /etc/hosts included) and the rule's settings (RELAYCLIENT,
+RCPTCHECK, SMTPAUTH, ...) become the session's environment.
 
 `qmail-smtpd` (main) serves one connection on fd 0/1 under an external
 tcpserver, reading the same variables from its environment.
@@ -27,8 +27,12 @@ import sys
 
 from engine import conf, control, smtppolicy, tcprules
 from engine.arbiter import log
-from engine.smtpd import Env, Session
+from engine.connlimit import ConnLimits
+from engine.qmtpd import Session as QmtpSession
+from engine.smtpd import Session as SmtpSession
 from engine.smtpservices import Services
+
+SESSIONS = {"smtp": SmtpSession, "qmtp": QmtpSession}
 
 PTR_TIMEOUT = 2.0
 
@@ -42,10 +46,10 @@ def parse_listen(spec):
     return socket.AF_INET, host, int(port)
 
 
-def bind_listeners(home):
-    """The master binds every control/smtplisten address (as root for port 25) before forking."""
+def bind_listeners(home, service):
+    """The master binds every control/<service>listen address (as root for port 25) before forking."""
     socks = []
-    for spec in control.read_list("smtplisten", [], home):
+    for spec in control.read_list(f"{service}listen", [], home):
         family, host, port = parse_listen(spec)
         s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,11 +63,11 @@ def bind_listeners(home):
 
 
 class Rules:
-    """control/smtprules(.cdb): compiled when the text is newer, re-opened when the cdb changes."""
+    """control/<service>rules(.cdb): compiled when the text is newer, re-opened when the cdb changes."""
 
-    def __init__(self, home):
-        self.text = control.path("smtprules", home)
-        self.cdb_path = control.path("smtprules.cdb", home)
+    def __init__(self, home, service):
+        self.text = control.path(f"{service}rules", home)
+        self.cdb_path = control.path(f"{service}rules.cdb", home)
         self.reader, self.stamp = None, None
 
     def refresh(self):
@@ -112,11 +116,12 @@ async def remote_host(ip):
 
 
 class Worker:
-    def __init__(self, home, index, listeners, limits):
-        self.home, self.index = home, index
+    def __init__(self, home, service, index, listeners, limits):
+        self.home, self.service, self.index = home, service, index
         self.listeners, self.limits = listeners, limits
+        self.session_class = SESSIONS[service]
         self.cache = smtppolicy.ControlCache(home)
-        self.rules = Rules(home)
+        self.rules = Rules(home, service)
         self.services = Services(home)
         self.sessions = set()
 
@@ -150,21 +155,31 @@ class Worker:
         if host:
             env["TCPREMOTEHOST"] = host
         env.update(decision.env)
-        await Session(reader, writer, Env(env), controls, self.services).run()
+        await self.session_class(reader, writer, env, controls, self.services).run()
 
     async def main(self):
         servers = [await asyncio.start_server(self.handle, sock=s, limit=1 << 20) for s in self.listeners]
         await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
-def run_worker(home, index, listeners, limits):
-    """Arbiter target for one SMTP worker."""
-    asyncio.run(Worker(home, index, listeners, limits).main())
+def run_worker(home, service, index, listeners, limits):
+    """Arbiter target for one listener worker."""
+    asyncio.run(Worker(home, service, index, listeners, limits).main())
     return 0
 
 
-def pool_size(home):
-    return max(1, control.read_int("smtpworkers", 2, home))
+def pool_size(home, service):
+    return max(1, min(MAX_WORKERS, control.read_int(f"{service}workers", 2, home)))
+
+
+MAX_WORKERS = 64  # rows in the shared limits table: a HUP may grow a pool up to this
+
+
+def limits_for(home, service):
+    """The shared ConnLimits of a service, with a row for every worker a HUP may start."""
+    return ConnLimits(MAX_WORKERS,
+                      control.read_int(f"{service}concurrency", 40, home),
+                      control.read_int(f"{service}perip", 0, home))
 
 
 async def serve_stdio(home):
@@ -172,7 +187,7 @@ async def serve_stdio(home):
     sock = socket.socket(fileno=os.dup(0))
     reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
     controls = smtppolicy.Controls(home)
-    await Session(reader, writer, Env(os.environ), controls, Services(home)).run()
+    await SmtpSession(reader, writer, dict(os.environ), controls, Services(home)).run()
 
 
 def main(argv=None):
