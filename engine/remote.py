@@ -389,6 +389,8 @@ class _Session:
         self.resolver = resolver
         self.controls = controls
         self.records = []
+        self.route = None
+        self.sender_m, self.recips_m = b"", []
         self.reader = self.writer = None
         self.partner = ""
         self.smtptext = bytearray()
@@ -480,12 +482,12 @@ class _Session:
     # -- the delivery
 
     async def run(self):
+        """The message report when no host could be reached; every other ending raises Final."""
         if not os.path.isdir(self.home):
             raise Final(TEMP_CHDIR)
         if self.controls is None:
             self.controls = load_controls(self.home)
-        route = find_route(self.host, self.controls)
-        self.route = route
+        self.route = route = find_route(self.host, self.controls)
         self.sender_m = addrmangle(self.sender)
         self.recips_m = [addrmangle(r) for r in self.recipients]
         try:
@@ -508,7 +510,7 @@ class _Session:
             raise Final(PERM_AMBIGMX)
         for ip, pref in candidates:
             await self.try_host(ip, pref)
-        raise Final(TEMP_NOCONN)
+        return TEMP_NOCONN
 
     async def try_host(self, ip, pref):
         """Connect to one address (QMTP first for QMTP preferences); returns when the next one should be tried."""
@@ -608,9 +610,10 @@ class _Session:
 
     def tls_context(self):
         c = self.controls
+        if c.tlsdheparams not in TLS_DHEPARAMS:  # a server-side setting; libtls still validates it
+            raise Final(b"ZTLS not available: error initializing ssl: invalid dhe param '"
+                        + c.tlsdheparams.encode("utf-8", "surrogateescape") + b"'\n")
         try:
-            if c.tlsdheparams not in TLS_DHEPARAMS:
-                raise ssl.SSLError(f"invalid dhe param '{c.tlsdheparams}'")
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -797,12 +800,12 @@ async def deliver(host, sender, recipients, message, *, home=None, resolver=None
     Never raises for delivery problems: they are in the RemoteResult, as qmail-remote prints them."""
     session = _Session(host, sender, list(recipients), message, home or conf.qmailhome(), resolver, controls)
     try:
-        await session.run()
-        raise AssertionError("run() always ends with a report")
+        final = await session.run()
     except Final as f:
-        return RemoteResult(session.records, f.text)
+        final = f.text
     finally:
         session.close()
+    return RemoteResult(session.records, final)
 
 
 def _read_message(fd):
