@@ -61,6 +61,15 @@ def expanded(split=conf.SPLIT):
                 yield Entry(f"{e.path}/{i}", DIR, e.owner, e.group, e.mode)
 
 
+def is_single_user(home):
+    """A home whose queue/ is not owned by qmailq is a single-user instance: everything runs as its owner."""
+    owner = os.stat(os.path.join(home, "queue")).st_uid
+    try:
+        return owner != pwd.getpwnam(conf.USER_QUEUE).pw_uid
+    except KeyError:
+        return True
+
+
 def ids(home, owner, group, single_user):
     """(uid, gid) for a layout owner; in a single-user instance everything belongs to the home's owner."""
     if single_user:
@@ -115,3 +124,13 @@ def problems(home, single_user, split=conf.SPLIT):
         if stat.S_IMODE(st.st_mode) != e.mode:
             found.append(f"{path}: mode {stat.S_IMODE(st.st_mode):o}, want {e.mode:o}")
     return found
+
+
+SPLIT_KINDS = frozenset(e.path.split("/", 1)[1] for e in LAYOUT if e.split)
+
+
+def queue_file(queue, kind, msgid, split=conf.SPLIT):
+    """qmail's fmtqfn: queue/<kind>/<id mod split>/<id> for split kinds, else queue/<kind>/<id>."""
+    if kind in SPLIT_KINDS:
+        return f"{queue}/{kind}/{msgid % split}/{msgid}"
+    return f"{queue}/{kind}/{msgid}"

@@ -70,6 +70,28 @@ def link_programs(home):
         os.symlink(target, link)
 
 
+SETUID_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "ext", "qmail-queue-setuid.c")
+
+
+def install_setuid_queue(home):
+    """As root, bin/qmail-queue becomes qmail's setuid-qmailq front end (mode 4711) built from ext/."""
+    target = os.path.join(home, "bin", "qmail-queue")
+    tmp = target + ".new"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc or not os.path.exists(SETUID_SOURCE):
+        raise OSError(f"cannot build {target}: need a C compiler and {SETUID_SOURCE}")
+    python = os.path.join(os.path.dirname(sys.executable), "python3")
+    if not os.path.exists(python):
+        python = sys.executable
+    subprocess.run([cc, "-O2", "-o", tmp, f'-DQMAILHOME="{home}"', f'-DPYTHON="{python}"',
+                    SETUID_SOURCE], check=True)
+    pw = pwd.getpwnam(conf.USER_QUEUE)
+    os.chown(tmp, pw.pw_uid, grp.getgrnam(conf.GROUP_QMAIL).gr_gid)
+    os.chmod(tmp, 0o4711)
+    os.replace(tmp, target)
+
+
 def write_if_missing(path, text):
     if not os.path.exists(path):
         with open(path, "w") as f:
@@ -92,6 +114,8 @@ def setup(home, single_user, me):
         ensure_ids(home)
     hier.create(home, single_user)
     link_programs(home)
+    if not single_user:
+        install_setuid_queue(home)
     default_controls(home, me)
     return home
 

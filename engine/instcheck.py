@@ -11,19 +11,11 @@ Usage: qmail-instcheck [--single-user] [QMAILHOME]
 import argparse
 import os
 import pwd
+import stat
 import sys
 
 from engine import conf, hier
 from engine.install import console_scripts
-
-
-def single_user_home(home):
-    """A home whose queue/ is not owned by qmailq is a single-user instance."""
-    owner = os.stat(os.path.join(home, "queue")).st_uid
-    try:
-        return owner != pwd.getpwnam(conf.USER_QUEUE).pw_uid
-    except KeyError:
-        return True
 
 
 def missing_programs(home):
@@ -32,8 +24,22 @@ def missing_programs(home):
             for name in sorted(console_scripts()) if not os.path.exists(os.path.join(bindir, name))]
 
 
+def setuid_queue_problems(home):
+    """A root installation's bin/qmail-queue must be setuid qmailq, mode 4711, like qmail's."""
+    path = os.path.join(home, "bin", "qmail-queue")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return []  # reported by missing_programs
+    want_uid = pwd.getpwnam(conf.USER_QUEUE).pw_uid
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != want_uid or stat.S_IMODE(st.st_mode) != 0o4711:
+        return [f"{path}: must be a setuid {conf.USER_QUEUE} program, mode 4711 (run make setup)"]
+    return []
+
+
 def check(home, single_user):
-    return hier.problems(home, single_user) + missing_programs(home)
+    found = hier.problems(home, single_user) + missing_programs(home)
+    return found if single_user else found + setuid_queue_problems(home)
 
 
 def main(argv=None):
@@ -44,7 +50,7 @@ def main(argv=None):
     if not os.path.isdir(os.path.join(args.home, "queue")):
         print(f"qmail-instcheck: fatal: {args.home}/queue: missing; run make setup", file=sys.stderr)
         return 111
-    single_user = args.single_user or single_user_home(args.home)
+    single_user = args.single_user or hier.is_single_user(args.home)
     found = check(args.home, single_user)
     for line in found:
         print(f"qmail-instcheck: warning: {line}", file=sys.stderr)

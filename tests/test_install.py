@@ -74,3 +74,8 @@ def test_root_setup_uses_qmail_users(tmp_path):
     assert uid("alias") == pwd.getpwnam("alias").pw_uid
     assert stat.S_IMODE(os.stat(os.path.join(home, "alias")).st_mode) == 0o2755
     assert run("engine.instcheck", home).returncode == 0
+    queue_prog = os.stat(os.path.join(home, "bin", "qmail-queue"))
+    assert (queue_prog.st_uid, stat.S_IMODE(queue_prog.st_mode)) == (pwd.getpwnam("qmailq").pw_uid, 0o4711)
+    os.chmod(os.path.join(home, "bin", "qmail-queue"), 0o755)
+    r = run("engine.instcheck", home)
+    assert r.returncode == 111 and "must be a setuid qmailq program, mode 4711" in r.stderr
