@@ -5,8 +5,8 @@
 per recipient that reached RCPT (b"r" accepted, b"h<text>" permanent,
 b"s<text>" temporary) and the final b"K..."/b"Z..."/b"D..." text, byte for
 byte as qmail-ldap's qmail-remote.c prints them. `main()` is the program:
-message on fd 0, NUL-terminated reports on stdout, exit 0 (qmail-rspawn
-merges them, see RemoteResult.report).
+message on fd 0, NUL-terminated reports on stdout, exit 0 (qmail-rspawn,
+engine.rspawn, merges them into one report).
 
 Routing (qmail-remote.c): control/smtproutes `domain:relay[:port][ user password]`
 looked up by the exact host, then each `.suffix`, then the empty key; an
@@ -60,7 +60,7 @@ import dns.name
 import dns.resolver
 import psutil
 
-from engine import conf, control, tcpto
+from engine import conf, control, quote, tcpto
 
 HUGESMTPTEXT = 5000
 COOKIE_MAX = 32
@@ -131,34 +131,6 @@ class RemoteResult:
     def output(self):
         """The bytes qmail-remote writes to stdout: every report NUL-terminated."""
         return b"".join(r + b"\0" for r in self.records) + self.final + b"\0"
-
-    def report(self):
-        """qmail-rspawn's merge for a one-recipient delivery: status letter K/Z/D + text."""
-        return rspawn_report(self.output())
-
-
-def rspawn_report(out):
-    """qmail-rspawn.c `report`: the first record's s/h overrides the message report's letter."""
-    if not out:
-        return b"Zqmail-remote produced no output.\n"
-    parts = out.split(b"\0")
-    result = -1
-    for part in parts[:-1]:
-        if part[:1] == b"K":
-            result = 1
-            break
-        if part[:1] == b"Z":
-            result = 0
-            break
-        if part[:1] == b"D":
-            break
-    orr = {b"s": 0, b"h": -1}.get(out[:1], result)
-    text = {1: b"K", 0: b"Z", -1: b"D"}[orr]
-    if len(parts) > 1:
-        text += parts[0][1:]
-        if result <= orr and len(parts) > 2 and parts[1][:1] in (b"Z", b"D", b"K"):
-            text += parts[1][1:]
-    return text
 
 
 # ---------------------------------------------------------------------------------------------- controls
@@ -250,25 +222,12 @@ def find_route(host, controls):
     return route
 
 
-_QUOTE_OK = frozenset(b"!#$%&'*+-./0123456789=?ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~")
-
-
-def quote_need(box):
-    """quote.c: an RFC 821 box needs quoting when empty, with specials or 8-bit, or with bad dots."""
-    if not box or any(c not in _QUOTE_OK for c in box):
-        return True
-    return box.startswith(b".") or box.endswith(b".") or b".." in box
-
-
 def addrmangle(addr):
-    """qmail-remote's addrmangle: quote the box of box@host when needed; no @ = unchanged."""
+    """qmail-remote's addrmangle: quote the box of box@host when needed (quote.c); no @ = unchanged."""
     j = addr.rfind(b"@")
     if j < 0:
         return addr
-    box = addr[:j]
-    if quote_need(box):
-        box = b'"' + box.replace(b"\\", b"\\\\").replace(b'"', b'\\"').replace(b"\r", b"\\\r").replace(b"\n", b"\\\n") + b'"'
-    return box + addr[j:]
+    return quote.quote_box(addr[:j]) + addr[j:]
 
 
 def xtext(b):
@@ -803,9 +762,16 @@ async def deliver(host, sender, recipients, message, *, home=None, resolver=None
         final = await session.run()
     except Final as f:
         final = f.text
+    except MemoryError:
+        final = TEMP_NOMEM
     finally:
         session.close()
     return RemoteResult(session.records, final)
+
+
+async def deliver_output(host, sender, recipients, message, **kw):
+    """deliver(), returning the bytes qmail-remote would print (what qmail-rspawn reads)."""
+    return (await deliver(host, sender, recipients, message, **kw)).output()
 
 
 def _read_message(fd):

@@ -18,9 +18,10 @@ import dns.asyncresolver
 import pytest
 
 from engine import remote, tcpto
+from engine.rspawn import merge_report
 from support.dnsserver import DnsServer
 from support.sink import SmtpSink, free_tcp_port
-from support.smtpserver import SMTPServer, make_cert
+from support.smtpserver import QMTPServer, SMTPServer, make_cert
 
 MESSAGE = b"From: a@example.org\nSubject: test\n\n.leading dot\nbody line\n..two dots\n"
 STUFFED = b"From: a@example.org\r\nSubject: test\r\n\r\n..leading dot\r\nbody line\r\n...two dots\r\n.\r\n"
@@ -89,10 +90,12 @@ def dnsd():
             ("mixed.test", "other.mixed.test", 10), ("mixed.test", "me.self.test", 20),
             ("noaddr.test", "missing.noaddr.test", 10),
             ("equal.test", "e1.equal.test", 10), ("equal.test", "e2.equal.test", 10),
-            ("equal.test", "e3.equal.test", 5)],
+            ("equal.test", "e3.equal.test", 5), ("qmtp.test", "q.qmtp.test", 12801),
+            ("qmtp.test", "s.qmtp.test", 12802)],
         hosts=[("mxa.mx.test", "127.0.0.2"), ("mxb.mx.test", "127.0.0.3"), ("me.self.test", "127.0.0.1"),
                ("other.mixed.test", "127.0.0.2"), ("amx.test", "127.0.0.3"), ("v6only.test", "::1"),
-               ("e1.equal.test", "127.0.0.11"), ("e2.equal.test", "127.0.0.12"), ("e3.equal.test", "127.0.0.13")],
+               ("e1.equal.test", "127.0.0.11"), ("e2.equal.test", "127.0.0.12"), ("e3.equal.test", "127.0.0.13"),
+               ("q.qmtp.test", "127.0.0.2"), ("s.qmtp.test", "127.0.0.3")],
     ).start()
     yield server
     server.stop()
@@ -140,7 +143,7 @@ def test_temporary_rcpt_failure_is_s(qmailhome, server):
     result = deliver(qmailhome, "ex.test", [b"later@ex.test", b"ok@ex.test"])
     assert result.records == [b"s127.0.0.1 does not like recipient.\nRemote host said: 451 try later\n", b"r"]
     assert result.final[:1] == b"K"
-    assert remote.rspawn_report(b"s127.0.0.1 does not like recipient.\n\0" + result.final + b"\0")[:1] == b"Z"
+    assert merge_report(b"s127.0.0.1 does not like recipient.\n\0" + result.final + b"\0")[0] == b"Z"
 
 
 def test_all_recipients_rejected_gives_up(qmailhome, sink):
@@ -149,7 +152,8 @@ def test_all_recipients_rejected_gives_up(qmailhome, sink):
     result = deliver(qmailhome, "ex.test", [b"a@ex.test", b"b@ex.test"])
     assert [r[:1] for r in result.records] == [b"h", b"h"]
     assert result.final == b"DGiving up on 127.0.0.1.\nRemote host said: 500 5.3.0 Error: command failed\n"
-    assert result.report().startswith(b"D127.0.0.1 does not like recipient.\n")
+    letter, text = merge_report(result.output())
+    assert letter == b"D" and text.startswith(b"127.0.0.1 does not like recipient.\n")
 
 
 @pytest.mark.parametrize("option,letter,code", [("-f", b"D", b"500 5.3.0"), ("-r", b"Z", b"450 4.3.0")])
@@ -168,7 +172,8 @@ def test_data_rejected(qmailhome, sink):
     result = deliver(qmailhome, "ex.test", [b"a@ex.test"])
     assert result.records == [b"r"]
     assert result.final == b"D127.0.0.1 failed on DATA command.\nRemote host said: 500 5.3.0 Error: command failed\n"
-    assert result.report() == b"D127.0.0.1 failed on DATA command.\nRemote host said: 500 5.3.0 Error: command failed\n"
+    assert merge_report(result.output()) == (
+        b"D", b"127.0.0.1 failed on DATA command.\nRemote host said: 500 5.3.0 Error: command failed\n")
 
 
 def test_message_rejected_after_dot(qmailhome, server):
@@ -535,6 +540,32 @@ def test_mx_equal_preferences_random_order(resolver):
     assert firsts == {"127.0.0.11", "127.0.0.12"}
 
 
+def test_qmtp_preference_uses_qmtp(qmailhome, resolver, monkeypatch):
+    """qmtp.test: MX 12801 (QMTP preference) -> 127.0.0.2 running QMTP."""
+    q = QMTPServer(host="127.0.0.2", responses={b"no@qmtp.test": b"Dno mailbox", b"later@qmtp.test": b"Zlater"}).start()
+    try:
+        monkeypatch.setenv("QMAIL_PORT_QMTP", str(q.port))
+        result = deliver(qmailhome, "qmtp.test", [b"a@qmtp.test", b"no@qmtp.test", b"later@qmtp.test"],
+                         resolver=resolver)
+    finally:
+        q.stop()
+    assert q.sessions[0].messages == [b"\n" + MESSAGE]
+    assert q.sessions[0].commands == [(SENDER, [b"a@qmtp.test", b"no@qmtp.test", b"later@qmtp.test"])]
+    assert result.records == [b"r", b"h127.0.0.2  does not like recipient.\nRemote host said: qmtp: no mailbox\n",
+                              b"s127.0.0.2  does not like recipient.\nRemote host said: qmtp: later\n"]
+    assert result.final == b"K127.0.0.2 accepted message.\nRemote host said: qmtp: later\n"
+
+
+def test_qmtp_refused_falls_back_to_smtp(qmailhome, resolver, server, monkeypatch):
+    port = free_tcp_port("127.0.0.2")
+    s = server(host="127.0.0.2", port=port)
+    monkeypatch.setenv("QMAIL_PORT_SMTP", str(port))
+    monkeypatch.setenv("QMAIL_PORT_QMTP", str(free_tcp_port("127.0.0.2")))
+    result = deliver(qmailhome, "qmtp.test", [b"a@qmtp.test"], resolver=resolver)
+    assert result.final.startswith(b"K127.0.0.2 accepted message.")
+    assert len(s.sessions) == 1
+
+
 def test_ipv6_only_host_uses_aaaa(resolver):
     assert run(remote.dns_ip(resolver, "v6only.test")) == (0, [("::1", 0)])
 
@@ -602,16 +633,14 @@ def test_xtext_and_extensions():
     assert "AUTH LOGIN" in remote.parse_extensions(b"250-host\n250-AUTH CRAM-MD5 LOGIN\n250 8BITMIME\n")
 
 
-@pytest.mark.parametrize("out,report", [
-    (b"r\0Kok.\n\0", b"Kok.\n"),
-    (b"r\0Zdied.\n\0", b"Zdied.\n"),
-    (b"hno.\n\0DGiving up.\n\0", b"Dno.\nGiving up.\n"),
-    (b"sno.\n\0DGiving up.\n\0", b"Zno.\nGiving up.\n"),
-    (b"sno.\n\0Kfine.\n\0", b"Zno.\n"),
-    (b"DNo host.\n\0", b"DNo host.\n"),
-    (b"", b"Zqmail-remote produced no output.\n")])
-def test_rspawn_report(out, report):
-    assert remote.rspawn_report(out) == report
+def test_deliver_output_is_what_rspawn_reads(qmailhome, server):
+    s = server(rcpt={b"no@ex.test": b"550 unknown"})
+    route(qmailhome, f"ex.test:127.0.0.1:{s.port}")
+    out = run(remote.deliver_output("ex.test", SENDER, [b"no@ex.test"], MESSAGE, home=qmailhome))
+    assert out == (b"h127.0.0.1 does not like recipient.\nRemote host said: 550 unknown\n\0"
+                   b"DGiving up on 127.0.0.1.\nRemote host said: 550 unknown\n\0")
+    assert merge_report(out) == (b"D", b"127.0.0.1 does not like recipient.\nRemote host said: 550 unknown\n"
+                                       b"Giving up on 127.0.0.1.\nRemote host said: 550 unknown\n")
 
 
 def test_smtproutes_parsing():

@@ -183,3 +183,39 @@ class SMTPServer:
     async def _reply(writer, text):
         writer.write(text + b"\r\n")
         await writer.drain()
+
+
+class QMTPServer(SMTPServer):
+    """A QMTP server (qmail-qmtpd's protocol): answers each recipient with responses.get(recipient, b"Kok")."""
+
+    def __init__(self, host="127.0.0.1", port=0, *, responses=None):
+        super().__init__(host, port)
+        self.responses = responses or {}
+
+    async def _converse(self, session, reader, writer):
+        while True:
+            try:
+                message = await self._netstring(reader)
+            except asyncio.IncompleteReadError:
+                return
+            sender = await self._netstring(reader)
+            recips_raw = await self._netstring(reader)
+            recips = []
+            while recips_raw:
+                length, _, rest = recips_raw.partition(b":")
+                recips.append(rest[:int(length)])
+                recips_raw = rest[int(length) + 1:]
+            session.messages.append(message)
+            session.commands.append((sender, recips))
+            for r in recips:
+                answer = self.responses.get(r, b"Kok 1 qp 2")
+                writer.write(b"%d:%s," % (len(answer), answer))
+            await writer.drain()
+
+    @staticmethod
+    async def _netstring(reader):
+        length = int((await reader.readuntil(b":"))[:-1])
+        data = await reader.readexactly(length + 1)
+        if data[-1:] != b",":
+            raise ConnectionError("bad netstring")
+        return data[:-1]
