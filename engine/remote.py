@@ -50,6 +50,7 @@ import socket
 import ssl
 import stat
 import sys
+import time
 import traceback
 import zlib
 from dataclasses import dataclass, field
@@ -322,8 +323,19 @@ async def dns_mxip(resolver, name):
     return flagsoft, ips
 
 
+_ipme_cache = [0.0, frozenset()]
+IPME_REFRESH = 30  # seconds; qmail-remote learns them once per process, our pool lives long
+
+
 def local_ips():
-    """ipme.c: 0.0.0.0 plus every address of an interface that is up."""
+    """ipme.c: 0.0.0.0 plus every address of an interface that is up (cached for IPME_REFRESH seconds)."""
+    now = time.monotonic()
+    if now - _ipme_cache[0] > IPME_REFRESH:
+        _ipme_cache[:] = [now, _scan_local_ips()]
+    return _ipme_cache[1]
+
+
+def _scan_local_ips():
     stats = psutil.net_if_stats()
     ips = {"0.0.0.0"}
     for ifname, addrs in psutil.net_if_addrs().items():
@@ -331,7 +343,7 @@ def local_ips():
             for a in addrs:
                 if a.family in (socket.AF_INET, socket.AF_INET6):
                     ips.add(str(ipaddress.ip_address(a.address.split("%")[0])))
-    return ips
+    return frozenset(ips)
 
 
 # ---------------------------------------------------------------------------------------------- the session
@@ -353,8 +365,7 @@ class _Session:
         self.reader = self.writer = None
         self.partner = ""
         self.smtptext = bytearray()
-        self.buf = b""
-        self.pos = 0
+        self.buf = bytearray()
         self.flagcritical = False
         self.tls_info = b""
         self.ddc = None  # (total_in, total_out) after a DATAZ transfer
@@ -362,9 +373,11 @@ class _Session:
     # -- connection I/O with timeouts
 
     async def _fill(self):
+        """Append what the partner sends next to the input buffer; a timeout, EOF or error drops the session."""
         try:
-            data = await asyncio.wait_for(self.reader.read(4096), self.controls.timeout)
-        except asyncio.TimeoutError as e:
+            async with asyncio.timeout(self.controls.timeout):
+                data = await self.reader.read(4096)
+        except TimeoutError as e:
             raise _Dropped(timed_out=True) from e
         except ssl.SSLError as e:
             raise _Dropped(tls_error=e.reason or str(e)) from e
@@ -372,41 +385,35 @@ class _Session:
             raise _Dropped() from e
         if not data:
             raise _Dropped()
-        self.buf, self.pos = data, 0
+        self.buf += data
 
     async def get(self):
         """One byte from the partner; CR is not kept in smtptext (qmail-remote's get)."""
-        if self.pos >= len(self.buf):
+        if not self.buf:
             await self._fill()
-        ch = self.buf[self.pos]
-        self.pos += 1
+        ch = self.buf[0]
+        del self.buf[0]
         if ch != 13 and len(self.smtptext) < HUGESMTPTEXT:
             self.smtptext.append(ch)
         return ch
 
     async def smtpcode(self):
-        """Read a (multi-line) reply; the code is the first line's three characters."""
-        self.smtptext = bytearray()
-        code = 0
-        for _ in range(3):
-            code = (code * 10 + (await self.get() - 48)) % 2**64
-        while True:
-            ch = await self.get()
-            if ch != 45:  # '-'
-                break
-            while ch != 10:
-                ch = await self.get()
-            for _ in range(3):
-                await self.get()
-        while ch != 10:
-            ch = await self.get()
+        """Read a (multi-line) reply into smtptext; the code is its first three characters."""
+        while (parsed := parse_reply(self.buf)) is None:
+            await self._fill()
+        code, used = parsed
+        self.smtptext = bytearray(self.buf[:used].replace(b"\r", b"")[:HUGESMTPTEXT])
+        del self.buf[:used]
         return code
 
     async def send(self, data):
+        """Write; wait (with the timeout) only while the kernel does not take the data at once."""
         try:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.controls.timeout)
-        except asyncio.TimeoutError as e:
+            if self.writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(self.controls.timeout):
+                    await self.writer.drain()
+        except TimeoutError as e:
             raise _Dropped(timed_out=True) from e
         except ssl.SSLError as e:
             raise _Dropped(tls_error=e.reason or str(e)) from e
@@ -449,10 +456,6 @@ class _Session:
         self.route = route = find_route(self.host, self.controls)
         self.sender_m = addrmangle(self.sender)
         self.recips_m = [addrmangle(r) for r in self.recipients]
-        try:
-            ipme = local_ips()
-        except OSError as e:
-            raise Final(TEMP_OSERR) from e
         resolver = self.resolver or make_resolver()
         status, ips = await (dns_ip(resolver, route.host) if route.relay else dns_mxip(resolver, route.host))
         if status == DNS_SOFT or (status == 1 and not ips):
@@ -461,15 +464,22 @@ class _Session:
             raise Final(perm_dns(route.host))
         if not ips:
             raise Final(PERM_NOMX)
-        prefme = min((pref for ip, pref in ips if ip in ipme), default=100000)
-        if route.relay:
-            prefme = 300000
+        prefme = 300000 if route.relay else self.my_preference(ips)
         candidates = [(ip, pref) for ip, pref in ips if pref < prefme]
         if not candidates:
             raise Final(PERM_AMBIGMX)
         for ip, pref in candidates:
             await self.try_host(ip, pref)
         return TEMP_NOCONN
+
+    @staticmethod
+    def my_preference(ips):
+        """The best preference at which this host itself is listed (100000: not listed)."""
+        try:
+            ipme = local_ips()
+        except OSError as e:
+            raise Final(TEMP_OSERR) from e
+        return min((pref for ip, pref in ips if ip in ipme), default=100000)
 
     async def try_host(self, ip, pref):
         """Connect to one address (QMTP first for QMTP preferences); returns when the next one should be tried."""
@@ -703,6 +713,30 @@ class _Session:
             raise Final(TEMP_PROTO)
         self.smtptext[-1:] = b"\n"
         return letter
+
+
+def parse_reply(data):
+    """qmail-remote's smtpcode() over buffered input: (code, bytes used) or None while incomplete.
+
+    The code is the first three characters; a line whose fourth character is '-' continues the reply,
+    and the next line's first three characters are skipped unread, exactly as the C loop does."""
+    n = len(data)
+    if n < 4:
+        return None
+    code = ((data[0] - 48) * 100 + (data[1] - 48) * 10 + (data[2] - 48)) % 2**64
+    i = 3
+    while True:
+        if i >= n:
+            return None
+        ch = data[i]
+        if ch != 45:  # '-'
+            break
+        end = data.find(b"\n", i)
+        if end < 0:
+            return None
+        i = end + 4
+    end = data.find(b"\n", i)
+    return None if end < 0 else (code, end + 1)
 
 
 def qmtp_priority(pref):

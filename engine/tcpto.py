@@ -36,15 +36,14 @@ def table_path(home=None):
 
 
 class Table:
-    """The tcpto file opened for writing and locked (the `getbuf` of tcpto.c); use as a context manager."""
+    """The tcpto file opened and locked, its records read (the `getbuf` of tcpto.c); a context manager."""
 
     def __init__(self, home=None):
         self.path = table_path(home)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
-            with open(self.path, "rb") as f:
-                self.buf = bytearray(f.read(hier.TCPTO_SIZE))
+            self.buf = bytearray(os.pread(self.fd, hier.TCPTO_SIZE, 0))
         except BaseException:
             os.close(self.fd)
             raise
