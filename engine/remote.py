@@ -506,6 +506,8 @@ class _Session:
         self.close()
 
     async def connect(self, ip, port):
+        """Open a connection (bound to control/outgoingip for IPv4) with timeoutconnect; a fresh input buffer."""
+        self.buf = bytearray()
         local = None
         if ":" not in ip and self.controls.outgoingip != "0.0.0.0":
             local = (self.controls.outgoingip, 0)

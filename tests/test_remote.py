@@ -595,6 +595,17 @@ def test_program_usage_and_pipe_input(qmailhome, server):
     assert p.returncode == 0 and p.stdout.startswith(b"r\0K127.0.0.1 accepted message.\n")
 
 
+def test_program_uses_qmail_dns_server(qmailhome, dnsd, server, tmp_path):
+    s = server(host="127.0.0.3")
+    env = dict(os.environ, QMAIL_DNS_SERVER=dnsd.address, QMAIL_PORT_SMTP=str(s.port))
+    p = subprocess.run([PY, "-m", "engine.remote", "nope.test", "s", "a@nope.test"], input=MESSAGE,
+                       capture_output=True, env=env)
+    assert p.stdout == b"DSorry, I couldn't find any host named nope.test. (#5.1.2)\n\0"
+    p = subprocess.run([PY, "-m", "engine.remote", "amx.test", "s", "a@amx.test"], input=MESSAGE,
+                       capture_output=True, env=env)
+    assert p.stdout.startswith(b"r\0K127.0.0.3 accepted message.\n")
+
+
 def test_program_without_controls(tmp_path, monkeypatch):
     monkeypatch.setenv("QMAILHOME", str(tmp_path / "missing"))
     p = subprocess.run([PY, "-m", "engine.remote", "ex.test", "s", "a@ex.test"], input=b"x\n", capture_output=True)
