@@ -422,6 +422,15 @@ def test_starttls_used_when_offered(qmailhome, server, certs):
     assert sess.client_cert is None
 
 
+def test_starttls_refused_continues_in_plain_text(qmailhome, server, certs):
+    cert, key, _ = certs["server"]
+    s = server(certfile=cert, keyfile=key, replies={"STARTTLS": b"454 TLS not available now"})
+    route(qmailhome, f"ex.test:127.0.0.1:{s.port}")
+    result = deliver(qmailhome, "ex.test", [b"a@ex.test"])
+    assert result.final == b"K127.0.0.1 accepted message.\nRemote host said: 250 ok queued\n"
+    assert not s.sessions[0].tls and s.sessions[0].commands[1:3] == [b"STARTTLS", b"MAIL FROM:<sender@example.org> SIZE=72"]
+
+
 def test_starttls_with_remotecert(qmailhome, server, certs):
     cert, key, _ = certs["server"]
     ccert, _, cpem = certs["client"]

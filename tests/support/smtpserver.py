@@ -150,7 +150,10 @@ class SMTPServer:
         return b"\r\n".join(b"250-" + x for x in lines[:-1]) + b"\r\n250 " + lines[-1]
 
     async def _starttls(self, session, writer):
-        await self._reply(writer, self.replies.get("STARTTLS", b"220 ready for tls"))
+        reply = self.replies.get("STARTTLS", b"220 ready for tls")
+        await self._reply(writer, reply)
+        if not reply.startswith(b"220"):
+            return True
         if self.bad_tls:
             writer.write(b"this is not a TLS server hello\r\n" * 4)
             await writer.drain()
