@@ -35,8 +35,13 @@ QMAIL_DNS_SERVER=ip[:port][,ip[:port]...] replaces /etc/resolv.conf's
 nameservers; QMAIL_PORT_SMTP / QMAIL_PORT_QMTP replace ports 25 / 209 (qmail's
 PORT_SMTP / PORT_QMTP build options).
 
-Beyond qmail-ldap (IPv4 only): a host with no A record is reached over its
-AAAA records; such addresses are not kept in lock/tcpto (IPv4 records).
+Differences from qmail-ldap: a host with no A record is reached over its
+AAAA records (qmail-ldap is IPv4 only); such addresses are not kept in
+lock/tcpto, whose records hold IPv4 addresses. A QMTP `Z` answer gives an
+`s` (temporary) recipient record where qmail-ldap wrote `h`. A TLS handshake
+that fails after `220` ends with "ZTLS not available: connect failed: ..."
+(the spec's text). The list of this host's addresses is refreshed every 30 s
+rather than once per process.
 """
 
 import asyncio
