@@ -151,7 +151,7 @@ def check_loop(header_lines, dt):
 def header_lines(fd):
     """The message's header lines (each with its LF) read from the start of fd."""
     os.lseek(fd, 0, os.SEEK_SET)
-    lines, buf = [], b""
+    lines = []
     with os.fdopen(os.dup(fd), "rb") as f:
         for raw in f:
             if raw in (b"\n", b"\r\n") or not raw.endswith(b"\n"):

@@ -14,12 +14,10 @@ on disk and fsynced before `250 ok`), or through $QMAILQUEUE when set.
 import asyncio
 import base64
 import os
-import socket
 import ssl
-import sys
 import time
 
-from engine import compiled, control, smtppolicy
+from engine import compiled, smtppolicy
 from engine.date822 import date822
 
 AUTH_FAIL_DELAY, AUTH_FAIL_EXTRA = 1, 4

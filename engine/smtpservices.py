@@ -10,10 +10,9 @@ control/smtpcert with control/tlsciphers, TLS 1.2 or newer.
 
 import ipaddress
 import os
-import socket
 import ssl
 
-from engine import control, execcheck
+from engine import execcheck, qdns
 
 CIPHERS = {  # libtls names qmail-ldap accepts, as OpenSSL cipher strings
     "secure": "ECDHE+AESGCM:ECDHE+CHACHA20", "default": "ECDHE+AESGCM:ECDHE+CHACHA20",
@@ -74,7 +73,7 @@ class Services:
         except ValueError:
             return False
         if self._my_ips is None:
-            self._my_ips = local_ips()
+            self._my_ips = {ipaddress.ip_address(a) for a in qdns.local_ips()}
         return ip in self._my_ips
 
     # --- content -----------------------------------------------------------------------
@@ -94,22 +93,3 @@ class Services:
             ctx.set_ciphers(CIPHERS.get(controls.tlsciphers.lower(), controls.tlsciphers))
             self._tls[key] = ctx
         return self._tls[key]
-
-
-def local_ips():
-    """The addresses of this host's interfaces (ipme), for the `@[ip]` localiphost rewrite."""
-    found = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            found.add(ipaddress.ip_address(info[4][0]))
-    except OSError:
-        pass
-    try:
-        import psutil
-        for addrs in psutil.net_if_addrs().values():
-            for a in addrs:
-                if a.family in (socket.AF_INET, socket.AF_INET6):
-                    found.add(ipaddress.ip_address(a.address.split("%")[0]))
-    except ImportError:
-        pass
-    return found

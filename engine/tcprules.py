@@ -16,7 +16,6 @@ ending with a dot, =.host suffixes, `=`, then the empty rule; the first
 found wins; no rule at all means allow.
 """
 
-import os
 import sys
 from dataclasses import dataclass, field
 

@@ -22,7 +22,6 @@ import asyncio
 import fcntl
 import os
 import socket
-import ssl
 import sys
 
 from engine import conf, control, smtppolicy, tcprules

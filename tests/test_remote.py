@@ -17,7 +17,7 @@ import zlib
 import dns.asyncresolver
 import pytest
 
-from engine import remote, tcpto
+from engine import qdns, remote, tcpto
 from engine.rspawn import merge_report
 from support.dnsserver import DnsServer
 from support.sink import SmtpSink, free_tcp_port
@@ -542,7 +542,7 @@ def test_mx_at_or_above_my_preference_skipped(qmailhome, resolver, server, monke
 def test_mx_equal_preferences_random_order(resolver):
     firsts = set()
     for _ in range(40):
-        status, ips = run(remote.dns_mxip(resolver, "equal.test"))
+        status, ips = run(qdns.dns_mxip(resolver, "equal.test"))
         assert status == 0 and ips[0] == ("127.0.0.13", 5)
         assert sorted(ips[1:]) == [("127.0.0.11", 10), ("127.0.0.12", 10)]
         firsts.add(ips[1][0])
@@ -576,7 +576,7 @@ def test_qmtp_refused_falls_back_to_smtp(qmailhome, resolver, server, monkeypatc
 
 
 def test_ipv6_only_host_uses_aaaa(resolver):
-    assert run(remote.dns_ip(resolver, "v6only.test")) == (0, [("::1", 0)])
+    assert run(qdns.dns_ip(resolver, "v6only.test")) == (0, [("::1", 0)])
 
 
 # ------------------------------------------------------------------------------------------ the program
