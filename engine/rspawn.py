@@ -12,8 +12,10 @@ number in flight at or under concurrencyremote.
 import asyncio
 import mmap
 import os
+import signal
 
-from engine import conf, spawn
+from engine import conf, remote, spawn, tcpok
+from engine.arbiter import log
 
 
 def merge_report(output):
@@ -46,8 +48,7 @@ def read_message(home, messid):
         return mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
 
 
-async def deliver_one(home, messid, sender, recipient):
-    from engine import remote
+async def deliver_one(home, messid, sender, recipient, controls=None):
     bad = spawn.validate_messid(messid)
     if bad:
         return bad[:1], bad[1:]
@@ -60,7 +61,8 @@ async def deliver_one(home, messid, sender, recipient):
         return b"Z", b"qmail-spawn unable to open message. (#4.3.0)"
     try:
         host = recipient[at + 1:].decode("utf-8", "surrogateescape")
-        output = await remote.deliver_output(host, sender, [recipient], message, home=home)
+        output = await remote.deliver_output(host, sender, [recipient], message, home=home,
+                                             controls=controls)
     except Exception as e:  # a client bug must defer, never lose
         return b"Z", f"qmail-remote crashed: {type(e).__name__}: {e}".encode()
     finally:
@@ -72,6 +74,15 @@ async def deliver_one(home, messid, sender, recipient):
 class Pool:
     def __init__(self, home):
         self.home = home
+        self.controls = None
+        self.reload()
+
+    def reload(self):
+        """Control files are read once and again on SIGHUP; unreadable ones are reported per delivery."""
+        try:
+            self.controls = remote.load_controls(self.home)
+        except remote.Final:
+            self.controls = None
 
     async def serve_connection(self, reader, writer):
         writer.write(spawn.encode_limit(conf.SPAWN))
@@ -92,17 +103,22 @@ class Pool:
         writer.close()
 
     async def run(self, slot, messid, sender, recipient, writer):
-        letter, text = await deliver_one(self.home, messid, sender, recipient)
+        letter, text = await deliver_one(self.home, messid, sender, recipient, self.controls)
         writer.write(spawn.encode_reply(slot, letter, text))
         await writer.drain()
 
     async def main(self, listener):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
         server = await asyncio.start_unix_server(self.serve_connection, sock=listener)
         async with server:
             await server.serve_forever()
 
 
 def run_rspawn(home, listener):
-    """Arbiter target for the remote pool."""
+    """Arbiter target for the remote pool; like qmail-rspawn it starts with a clean tcpto table."""
+    try:
+        tcpok.clear(home)
+    except tcpok.TcpokError as e:
+        log(f"warning: {e}")
     asyncio.run(Pool(home).main(listener))
     return 0
