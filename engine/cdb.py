@@ -238,13 +238,13 @@ def build_keys(lines, path, tmp, program, source):
     try:
         write_file(tmp, line_keys(lines))
     except InputError as e:
-        return _die(f"{fatal}unable to read {source}: {_reason(e.__cause__)}")
+        return die(f"{fatal}unable to read {source}: {_reason(e.__cause__)}")
     except OSError as e:
-        return _die(f"{fatal}unable to write to {tmp}: {_reason(e)}")
+        return die(f"{fatal}unable to write to {tmp}: {_reason(e)}")
     try:
         replace(tmp, path)
     except OSError as e:
-        return _die(f"{fatal}unable to move {tmp} to {path}: {_reason(e)}")
+        return die(f"{fatal}unable to move {tmp} to {path}: {_reason(e)}")
     return 0
 
 
@@ -252,7 +252,7 @@ def _reason(e):
     return e.strerror or str(e)
 
 
-def _die(message):
+def die(message):
     print(message, file=sys.stderr)
     return 111
 
@@ -260,7 +260,7 @@ def _die(message):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        return _die("qmail-cdb: usage: qmail-cdb rules.cdb rules.tmp")
+        return die("qmail-cdb: usage: qmail-cdb rules.cdb rules.tmp")
     os.umask(0o033)
     return build_keys(sys.stdin.buffer, argv[0], argv[1], "qmail-cdb", "from stdin")
 
