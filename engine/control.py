@@ -208,7 +208,7 @@ class Control:
     pre: str = ""
     post: str = ""
     shown: str = None
-    section: str = "qmail"   # qmail-showctl block: "qmail", "ldap" (qmail-ldap specific) or "users"
+    section: str = "qmail"   # qmail-showctl block: "qmail", "ldap" (qmail-ldap specific), "pyqmail" or "users"
     source: str = None       # cdb: the text file it is built from
     dump: bool = True        # raw: whether qmail-showctl prints the contents
 
@@ -224,6 +224,28 @@ LSPAWN, VERIFY, INJECT, QMQPC, QUEUE = "qmail-lspawn", "qmail-verify", "qmail-in
 AUTH = ("auth_pop", "auth_imap", "auth_dovecot", "auth_smtp")
 LDAP_USERS = (LSPAWN, VERIFY) + AUTH + ("qmail-group", "qmail-ldaplookup")
 PBS = ("pbsadd", "pbscheck", "pbsdbd")
+
+def _listener_controls(service, program):
+    """control/<service>listen, workers, concurrency, perip, rules and rules.cdb of one listener."""
+    master = ("qmail-start",)
+    return (
+        Control(f"{service}listen", "list", [], master,
+                f"addresses ip:port ([ipv6]:port) the master binds for {program}; none = no {service} listener",
+                pre=f"{program} listens on ", post=".", shown=f"No {service} listener.", section="pyqmail"),
+        Control(f"{service}workers", "int", 2, master, f"preforked {program} workers (at most 64)",
+                pre=f"{program} workers: ", section="pyqmail"),
+        Control(f"{service}concurrency", "int", 40, master,
+                f"simultaneous {service} connections in all (tcpserver -c)",
+                pre=f"{program} connection limit is ", section="pyqmail"),
+        Control(f"{service}perip", "int", 0, master, f"simultaneous {service} connections per client; 0 = no limit",
+                pre=f"{program} connections per client: ", post=" (0 is unlimited)", section="pyqmail"),
+        Control(f"{service}rules", "raw", None, master,
+                f"tcprules for {program} connections, compiled to {service}rules.cdb when newer",
+                shown="No rules: every client is allowed.", section="pyqmail", dump=False),
+        Control(f"{service}rules.cdb", "cdb", None, master, f"compiled {service}rules (tcprules format)",
+                source=f"{service}rules", shown="No effect.", section="pyqmail"),
+    )
+
 
 REGISTRY = {c.name: c for c in (
     # -- stock qmail (and qmail-ldap additions qmail-showctl lists among them), in qmail-showctl's order
@@ -429,6 +451,9 @@ REGISTRY = {c.name: c for c in (
     Control("aliasdomains", "list", [], (LSPAWN, VERIFY, "qmail-group", "qmail-ldaplookup"),
             "alias.domain:real.domain; the real domain is used in LDAP look-ups",
             pre="LDAP alias domain: ", shown="No LDAP alias domains.", section="ldap"),
+
+    # -- pyqmail-ldap's own: the master's listeners, which take tcpserver's role (engine.tcpserver)
+    *(c for service, program in (("smtp", SMTPD), ("qmtp", QMTPD)) for c in _listener_controls(service, program)),
 
     # -- ~/users
     Control("users/assign", "raw", None, ("qmail-newu",),

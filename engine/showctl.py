@@ -9,7 +9,9 @@ and "ldapserver", then one paragraph per control file:
     name:                                   a list: one line per entry
     <pre><entry><post>
 
-then "Now the qmail-ldap specific files:", the users/ files, and one line
+then "Now the qmail-ldap specific files:", pyqmail-ldap's listener files
+(control/smtplisten ..., which replace tcpserver's command line), the
+users/ files, and one line
 for every other file in control/: "No longer used, please remove." for
 qmail-ldap's obsolete files, "I have no idea what this file does." for the
 rest. Unprintable characters are shown as '?'. Exit 0; 111 when the qmail
@@ -187,6 +189,8 @@ def report(home):
     out += section("qmail", ctx)
     out += ["", "", "", "Now the qmail-ldap specific files:"]
     out += section("ldap", ctx)
+    out += ["", "", "", "Now the pyqmail-ldap listener files (tcpserver's role):"]
+    out += section("pyqmail", ctx)
     out += ["", "", "", "Now the users/ files:"]
     out += section("users", ctx)
     return out + [""] + others(control.control_dir(home))
