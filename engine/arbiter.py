@@ -37,6 +37,7 @@ class Role:
     count: Callable[[], int] = lambda: 1   # wanted number of children; re-evaluated on HUP
     user: str | None = None         # qmail user to run as when the arbiter runs as root
     alarm: bool = False             # receives SIGALRM ("retry everything now")
+    on_exit: Callable[[int], None] | None = None  # called in the arbiter when a child of this role ends
 
 
 def log(text):
@@ -187,6 +188,8 @@ class Arbiter:
 
     def child_exited(self, pid, name, index, started, status):
         key = (name, index)
+        if self.roles[name].on_exit is not None:
+            self.roles[name].on_exit(index)
         lived = time.monotonic() - started
         if os.WIFSIGNALED(status):
             how = f"killed by signal {os.WTERMSIG(status)}"

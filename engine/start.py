@@ -101,6 +101,23 @@ def roles(home, aliasempty, listeners):
     ]
 
 
+def listener_roles(home, separate):
+    """SMTP and QMTP workers for the services that have a control/<service>listen file."""
+    from engine import tcpserver
+    out = []
+    for service, program in (("smtp", "qmail-smtpd"), ("qmtp", "qmail-qmtpd")):
+        socks = tcpserver.bind_listeners(home, service)
+        if not socks:
+            continue
+        limits = tcpserver.limits_for(home, service)
+        out.append(Role(program, lambda i, s=service, k=socks, lim=limits: tcpserver.run_worker(home, s, i, k, lim),
+                        count=lambda s=service: tcpserver.pool_size(home, s),
+                        user=conf.USER_DAEMON if separate else None,
+                        on_exit=lambda i, lim=limits: lim.reset_row(i)))
+        log(f"status: {program} listening on " + " ".join(control.read_list(f"{service}listen", [], home)))
+    return out
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     home = conf.qmailhome()
@@ -115,7 +132,8 @@ def main(argv=None):
     listeners = {name: make_listener(home, name, conf.SPAWN) for name in SOCKETS}
     os.chdir(home)
     log(f"status: qmail-start in {home}, default delivery {aliasempty}")
-    return Arbiter(roles(home, aliasempty, listeners)).run()
+    separate = os.getuid() == 0 and not hier.is_single_user(home)
+    return Arbiter(roles(home, aliasempty, listeners) + listener_roles(home, separate)).run()
 
 
 if __name__ == "__main__":
