@@ -35,7 +35,7 @@ def test_lookups(benchmark, database, twin):
     path, probes = database
     kernel = compiled.variants("cdb")[twin]
     with cdb.Cdb(path) as db:
-        buf = db._buf
+        buf = db.buffer
 
         def run():
             return sum(kernel.find(buf, key) is not None for key in probes)

@@ -74,6 +74,11 @@ class Cdb:
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         self._buf = self._map if self._map is not None else b""
 
+    @property
+    def buffer(self):
+        """The mapped file, for the kernel's find/find_all."""
+        return self._buf
+
     def close(self):
         if self._map is not None:
             self._map.close()

@@ -25,7 +25,6 @@ file that cannot be parsed says why after "Oops! Trouble reading this file.".
 """
 
 import os
-import pwd
 import sys
 
 from engine import conf, control, hier
