@@ -638,7 +638,11 @@ class Directory:
             binddn, password = self.cfg.login, self.cfg.password
         last = "no ldapserver configured"
         for line in self.cfg.servers:
-            c = self._open(line)
+            try:
+                c = self._open(line)
+            except ldap.LDAPError as e:  # a line python-ldap cannot parse: skip it like a dead host
+                last = f"{line}: {_desc(e)}"
+                continue
             try:
                 c.simple_bind_s(binddn, password)
             except ldap.INVALID_CREDENTIALS as e:

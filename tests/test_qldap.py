@@ -4,6 +4,8 @@ failover, outage and reconnect."""
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine import control, qldap
 from support.ldapenv import fresh_domain, point_at, write_control
@@ -509,3 +511,29 @@ def test_python_ldap_filter_error_is_ldapfail(home):
     with directory(home) as d:
         with pytest.raises(qldap.LdapFail):
             d.search("(mail=unbalanced")
+
+
+PROP_DOMAIN = "prop.example"
+
+
+@pytest.fixture(scope="module")
+def prop_users(slapd):  # noqa: F811
+    for i, name in enumerate(["a", "ab", "a-b", "b*", "victim"]):
+        user(slapd, f"prop{i}", f"{name}@{PROP_DOMAIN}")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(local=st.text(alphabet=st.sampled_from("ab*()\\\0-@ =|&!~<>"), min_size=1, max_size=12))
+def test_any_local_part_only_finds_itself(home, prop_users, local):
+    """Whatever the characters, a lookup is an equality match: slapd accepts the filter and the
+    only entry it can return is one whose address is exactly the one asked for."""
+    with directory(home) as d:
+        for rnd in qldap.mail_rounds(f"{local}@{PROP_DOMAIN}"):
+            for entry in d.search(qldap.address_filter(rnd.address), ["mail"]):
+                assert entry.values("mail")[0].lower() == rnd.address.lower()
+
+
+def test_unparsable_ldapserver_line_is_skipped(home, slapd, dom):  # noqa: F811
+    dn = user(slapd, f"up.{dom}", f"up@{dom}")
+    write_control(home, "ldapserver", f"ldap://[bad\n{slapd.hostport}\n")
+    assert lookup(home, f"up@{dom}")[0].dn == dn
