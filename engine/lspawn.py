@@ -19,16 +19,20 @@ delivered in-process.
 """
 
 import os
+import pickle
 import pwd
 import socket
 import struct
+import subprocess
 import sys
 from collections import OrderedDict
 
-from engine import conf, control, getpw, hier, local, spawn
+from engine import conf, control, getpw, hier, local, qldap, spawn
 
 QLX_USAGE, QLX_ROOT, QLX_NFS, QLX_NOALIAS, QLX_CDB, QLX_SYS, QLX_NOMEM = 112, 113, 115, 116, 117, 118, 119
 QLX_EXECSOFT, QLX_EXECHARD, QLX_EXECPW = 120, 126, 121
+QLX_CLUSTERSOFT = 162
+QLX_DIRMAKESOFT, QLX_DIRMAKEHARD, QLX_DIRMAKECRASH = 167, 168, 169
 
 QLX_TEXT = {
     QLX_USAGE: b"ZInternal qmail-lspawn bug.",
@@ -82,11 +86,13 @@ def report(code, output):
 # --- who is the recipient --------------------------------------------------------------
 
 class Target:
-    __slots__ = ("user", "uid", "gid", "home", "dash", "ext", "env")
+    """Who qmail-local runs as and with what; env values of None are unset for qmail-local."""
 
-    def __init__(self, user, uid, gid, home, dash, ext, env=None):
+    __slots__ = ("user", "uid", "gid", "home", "dash", "ext", "env", "aliasempty")
+
+    def __init__(self, user, uid, gid, home, dash, ext, env=None, aliasempty=None):
         self.user, self.uid, self.gid, self.home = user, int(uid), int(gid), home
-        self.dash, self.ext, self.env = dash, ext, env or {}
+        self.dash, self.ext, self.env, self.aliasempty = dash, ext, env or {}, aliasempty
 
 
 def users_cdb_lookup(qmailhome, local_part):
@@ -106,19 +112,60 @@ def passwd_lookup(local_part):
         raise Refusal(QLX_NOALIAS) from None
 
 
-def resolve(qmailhome, local_part):
+def local_lookup(qmailhome, local_part):
     """users/cdb first, then qmail-getpw's passwd rules (ending at the alias user)."""
     return users_cdb_lookup(qmailhome, local_part) or passwd_lookup(local_part)
 
 
+def alias_target(local_part, env=None, aliasempty=None):
+    """The alias user with the whole local part as extension (LDAP-only mode, forward-only entries)."""
+    try:
+        pw = pwd.getpwnam(conf.USER_ALIAS)
+    except KeyError:
+        raise Refusal(QLX_NOALIAS) from None
+    return Target(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, conf.BREAK, local_part, env, aliasempty)
+
+
+def ldap_target(delivery, local_part):
+    """A resolved directory entry as qmail-local's arguments and environment."""
+    env = delivery.local_env()
+    if delivery.kind == "forwardonly":
+        return alias_target(local_part, env, delivery.aliasempty)
+    return Target(delivery.user, delivery.uid, delivery.gid, delivery.home, delivery.dash, delivery.ext,
+                  env, delivery.aliasempty)
+
+
 # --- running one delivery ---------------------------------------------------------------
 
-def run_local(target, local_part, domain, sender, aliasempty, fd, base_env):
+def make_home(dirmaker, home, aliasempty):
+    """AUTOHOMEDIRMAKE: run control/dirmaker (as the user) for a missing home; a QLX code or 0."""
+    if not dirmaker or os.path.isdir(home):
+        return 0
+    try:
+        proc = subprocess.run([dirmaker, home, aliasempty], stdin=subprocess.DEVNULL)
+    except OSError:
+        return QLX_DIRMAKESOFT
+    if proc.returncode < 0:
+        return QLX_DIRMAKECRASH
+    if proc.returncode == 100:
+        return QLX_DIRMAKEHARD
+    return 0 if proc.returncode == 0 else QLX_DIRMAKESOFT
+
+
+def run_local(target, local_part, domain, sender, aliasempty, fd, base_env, dirmaker=None):
     """qmail-local in this process: (exit code, output bytes)."""
+    aliasempty = target.aliasempty or aliasempty
+    made = make_home(dirmaker, target.home, aliasempty)
+    if made:
+        return made, b""
     r = local.Recipient(user=target.user, home=target.home, local=local_part, dash=target.dash,
                         ext=target.ext, host=domain, sender=sender, aliasempty=aliasempty)
     env = dict(base_env)
-    env.update(target.env)
+    for name, value in target.env.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     cwd = os.getcwd()
     try:
         code, text = local.deliver(r, fd, env=env)
@@ -132,7 +179,7 @@ def run_local(target, local_part, domain, sender, aliasempty, fd, base_env):
 class UidHelper:
     """A child that dropped to one uid/gid and runs deliveries sent over a socketpair (fd via SCM_RIGHTS)."""
 
-    def __init__(self, uid, gid, base_env):
+    def __init__(self, uid, gid, base_env, dirmaker):
         self.uid, self.gid = uid, gid
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
@@ -143,7 +190,7 @@ class UidHelper:
                 os.setgroups([gid])
                 os.setgid(gid)
                 os.setuid(uid)
-                self._serve(child, base_env)
+                self._serve(child, base_env, dirmaker)
             except BaseException:
                 code = 111
             finally:
@@ -152,21 +199,21 @@ class UidHelper:
         self.pid, self.sock = pid, parent
 
     @staticmethod
-    def _serve(sock, base_env):
+    def _serve(sock, base_env, dirmaker):
+        # requests come from our root parent (trusted, so pickle is fine); replies go back as
+        # a fixed struct + text, so the parent never unpickles anything from the user's side
         while True:
             msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
             if not msg:
                 return
-            fields = msg.decode("utf-8", "surrogateescape").split("\0")
-            target = Target(*fields[:6], env=dict(f.split("=", 1) for f in fields[10:] if "=" in f))
-            code, text = run_local(target, fields[6], fields[7], fields[8], fields[9], fds[0], base_env)
+            target, local_part, domain, sender, aliasempty = pickle.loads(msg)
+            code, text = run_local(target, local_part, domain, sender, aliasempty, fds[0], base_env, dirmaker)
             os.close(fds[0])
             sock.send(struct.pack("<i", code) + text)
 
     def deliver(self, target, local_part, domain, sender, aliasempty, fd):
-        fields = [target.user, str(target.uid), str(target.gid), target.home, target.dash, target.ext,
-                  local_part, domain, sender, aliasempty] + [f"{k}={v}" for k, v in target.env.items()]
-        socket.send_fds(self.sock, ["\0".join(fields).encode("utf-8", "surrogateescape")], [fd])
+        request = pickle.dumps((target, local_part, domain, sender, aliasempty))
+        socket.send_fds(self.sock, [request], [fd])
         reply = self.sock.recv(1 << 20)
         if len(reply) < 4:
             raise ChildProcessError("uid helper died")
@@ -190,13 +237,37 @@ class Worker:
         self.listener = listener
         self.base_env = base_env if base_env is not None else default_env(qmailhome)
         self.helpers = OrderedDict()
+        self.directory = None
         self.single_user = hier.is_single_user(qmailhome)
         self.queue_uid = None if self.single_user else pwd.getpwnam(conf.USER_QUEUE).pw_uid
         self.reload()
 
     def reload(self):
-        """Control files this pool reads (qmail's 0xBEEF message)."""
-        self.ldapserver = control.read_list("ldapserver", None, self.home)
+        """Control files this pool reads (qmail's 0xBEEF message): LDAP settings and dirmaker."""
+        if self.directory is not None:
+            self.directory.close()
+        self.directory = None
+        self.dirmaker = control.read_line("dirmaker", None, self.home)
+        if control.read_list("ldapserver", None, self.home) is not None:
+            self.directory = qldap.Directory(qldap.Config.load(self.home))
+
+    def resolve(self, local_part, domain, size):
+        """qmail-lspawn's lookup: the directory, then (ldaplocaldelivery) users/cdb and passwd."""
+        if self.directory is None:
+            return local_lookup(self.home, local_part)
+        address = f"{local_part}@{domain}"
+        try:
+            hit = self.directory.lookup(address)
+            if hit is not None:
+                delivery = qldap.resolve(hit[0], self.directory.cfg, address, hit[1], size)
+                if delivery.kind == "cluster":
+                    raise Refusal(QLX_CLUSTERSOFT)
+                return ldap_target(delivery, local_part)
+        except qldap.QldapError as e:
+            raise Refusal(e.qlx) from None
+        if self.directory.cfg.localdelivery:
+            return local_lookup(self.home, local_part)
+        return alias_target(local_part)
 
     def serve_forever(self):
         os.chdir(self.home)
@@ -242,11 +313,12 @@ class Worker:
 
     def deliver_fd(self, fd, local_part, domain, sender):
         try:
-            target = resolve(self.home, local_part)
+            target = self.resolve(local_part, domain, os.fstat(fd).st_size)
         except Refusal as r:
             return report(r.code, b"")
         if self.single_user:
-            code, text = run_local(target, local_part, domain, sender, self.aliasempty, fd, self.base_env)
+            code, text = run_local(target, local_part, domain, sender, self.aliasempty, fd, self.base_env,
+                                   self.dirmaker)
         elif target.uid == 0:
             code, text = QLX_ROOT, b""
         else:
@@ -259,7 +331,7 @@ class Worker:
         if helper is None:
             if len(self.helpers) >= UID_HELPERS:
                 self.helpers.popitem(last=False)[1].close()
-            helper = UidHelper(target.uid, target.gid, self.base_env)
+            helper = UidHelper(target.uid, target.gid, self.base_env, self.dirmaker)
         try:
             result = helper.deliver(target, local_part, domain, sender, self.aliasempty, fd)
         except (OSError, ChildProcessError):
