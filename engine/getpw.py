@@ -38,8 +38,11 @@ def _owner_home(username):
     return None
 
 
-def getpw(local):
-    """(user, uid, gid, home, dash, ext) for `local`; raises NoAlias when neither a user nor alias exists."""
+def getpw(local, alias=True):
+    """(user, uid, gid, home, dash, ext) for `local`; raises NoAlias when neither a user nor alias exists.
+
+    alias=False (qmail-verify's lookup_passwd) returns None instead of falling back to the alias user.
+    """
     for end in range(min(len(local), GETPW_USERLEN - 1), -1, -1):
         if end == len(local) or local[end] == conf.BREAK:
             pw = _owner_home(local[:end])
@@ -47,6 +50,8 @@ def getpw(local):
                 if end < len(local):
                     return pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, "-", local[end + 1:]
                 return pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, "", ""
+    if not alias:
+        return None
     try:
         pw = pwd.getpwnam(conf.USER_ALIAS)
     except KeyError:
