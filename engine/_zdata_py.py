@@ -34,11 +34,20 @@ ERR_ZLIB = 6  # the compressed stream is corrupt
 DEFAULT_LEVEL = -1  # Z_DEFAULT_COMPRESSION, as deflateInit() in qmail-remote and qmail-qmqpc
 
 
+# zError() texts, for the errors where zlib leaves stream.msg unset (a preset dictionary)
+ZERROR = {2: "need dictionary", -2: "stream error", -3: "data error", -4: "insufficient memory",
+          -5: "buffer error", -6: "incompatible version"}
+
+
 def zlib_message(error):
-    """zlib's own message (stream.msg) from a zlib.error, which is what qmail-ldap prints."""
+    """zlib's own message (stream.msg, else zError(code)) from a zlib.error: what qmail-ldap prints."""
     text = str(error)
     _, sep, msg = text.partition(": ")
-    return msg if sep else ""
+    if sep:
+        return msg
+    words = text.split()
+    code = int(words[1]) if len(words) > 1 and words[1].lstrip("-").isdigit() else None
+    return ZERROR.get(code, text)
 
 
 def saved_percent(total_in, total_out):
@@ -78,7 +87,8 @@ class ZDataDecoder:
 
     status: MORE, DONE (message and stream complete; rest = plain bytes for
     the command loop), ERR_BARE_LF / ERR_LINE_LONG (as DataDecoder) or
-    ERR_ZLIB (reply() gives qmail-ldap's 451 text).
+    ERR_ZLIB (reply() gives qmail-ldap's 451 text). Input fed after DONE is
+    appended to rest.
     """
 
     def __init__(self):
@@ -111,6 +121,8 @@ class ZDataDecoder:
         return None
 
     def feed(self, raw):
+        if self.status == DONE:  # the client's next commands: keep them
+            self.rest += bytes(raw)
         if self.status != MORE:
             return b""
         if self._z.ended:  # the stream ended before the dot: qmail-smtpd reads on in plain text

@@ -30,6 +30,7 @@ cdef extern from "zlib.h":
     int deflateInit(z_stream *strm, int level)
     int deflate(z_stream *strm, int flush)
     int deflateEnd(z_stream *strm)
+    const char *zError(int err)
 
 MORE = smtpparse.MORE
 DONE = smtpparse.DONE
@@ -42,10 +43,6 @@ DEFAULT_LEVEL = -1
 DEF CHUNK = 65536
 
 
-def zlib_message(error):
-    text = str(error)
-    _, sep, msg = text.partition(": ")
-    return msg if sep else ""
 
 
 def saved_percent(total_in, total_out):
@@ -96,7 +93,7 @@ cdef class _Inflater:
                 self.ended = True
                 break
             if r != Z_OK and r != Z_BUF_ERROR:
-                self.error = stream_message(self._zs.msg)
+                self.error = stream_message(self._zs.msg, r)
                 return b"", b""
             if r == Z_BUF_ERROR or (self._zs.avail_in == 0 and self._zs.avail_out != 0):
                 break  # all input used and no output pending
@@ -118,10 +115,10 @@ cdef class _Inflater:
         return r
 
 
-cdef str stream_message(const char *msg):
-    """zlib's stream.msg as text ("" when zlib set none)."""
+cdef str stream_message(const char *msg, int code):
+    """zlib's stream.msg as text, else zError(code) (zlib sets no msg for a preset dictionary)."""
     if msg == NULL:
-        return ""
+        msg = zError(code)
     return (<bytes>msg).decode("latin-1")
 
 
@@ -157,6 +154,8 @@ class ZDataDecoder:
         return None
 
     def feed(self, raw):
+        if self.status == DONE:  # the client's next commands: keep them
+            self.rest += bytes(raw)
         if self.status != MORE:
             return b""
         if self._z.ended:
@@ -224,7 +223,7 @@ cdef class ZEncoder:
             if r == Z_STREAM_END:
                 break
             if r != Z_OK and r != Z_BUF_ERROR:
-                raise ValueError("deflate failed: " + stream_message(self._zs.msg))
+                raise ValueError("deflate failed: " + stream_message(self._zs.msg, r))
             if self._zs.avail_out != 0 and (flush == Z_NO_FLUSH or r == Z_BUF_ERROR):
                 break
         out = b"".join(pieces)
