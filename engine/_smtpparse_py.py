@@ -20,6 +20,8 @@ This module is the reference: the compiled twin must give the same results
 for every input.
 """
 
+import re
+
 ADDR_MAX = 899          # addrparse(): addr.len (with its NUL) > 900 is a syntax error
 MAXHOPS = 100           # blast(): hops >= MAXHOPS means the message is looping
 MAXLINELEN = 10000      # blast(): a header line whose byte count passes this is fatal
@@ -256,6 +258,7 @@ def size_exceeds(arg, databytes):
     return scan_ulong(size) > databytes
 
 
+_BODY_RUN = re.compile(rb"[^\r\n]+")
 _DELIVERED = (b"delivered", b"DELIVERED")
 _RECEIVED = (b"received", b"RECEIVED")
 
@@ -322,7 +325,17 @@ class DataDecoder:
             return b""
         out = bytearray()
         state = self._state
-        for i, ch in enumerate(bytes(data)):
+        data = bytes(data)
+        i, n = 0, len(data)
+        while i < n:
+            if state == 0 and not self._inheader:  # body text: copy up to the next CR or LF at once
+                run = _BODY_RUN.match(data, i)
+                if run:
+                    out += data[i:run.end()]
+                    i = run.end()
+                    continue
+            ch = data[i]
+            i += 1
             if self._inheader and not self._header_byte(ch):
                 self.status = ERR_LINE_LONG
                 break
@@ -355,7 +368,7 @@ class DataDecoder:
             elif state == 3:
                 if ch == _LF:
                     self.status = DONE
-                    self.rest = bytes(data[i + 1:])
+                    self.rest = data[i:]
                     break
                 out += b".\r"
                 if ch == _CR:
@@ -386,19 +399,13 @@ class DataStuffer:
         self._at_start = True
 
     def feed(self, data):
-        out = bytearray()
-        at_start = self._at_start
-        for ch in bytes(data):
-            if at_start and ch == _DOT:
-                out.append(_DOT)
-            if ch == _LF:
-                out += b"\r\n"
-                at_start = True
-            else:
-                out.append(ch)
-                at_start = False
-        self._at_start = at_start
-        return bytes(out)
+        data = bytes(data)
+        if not data:
+            return b""
+        if self._at_start and data[0] == _DOT:
+            data = b"." + data
+        self._at_start = data[-1] == _LF
+        return data.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
 
     def finish(self):
         if not self._at_start:

@@ -432,3 +432,19 @@ def test_command_reader_twins_agree(stream, cuts):
                 lines.append(line)
         results.append((lines, reader.overflow, reader.rest()))
     assert results[0] == results[1]
+
+
+@PROPERTY
+@given(st.lists(st.sampled_from([b".", b"\n", b"x", b"\r", b"\n.", b".\n"]), max_size=60).map(b"".join),
+       st.lists(st.integers(0, 200), max_size=8))
+def test_stuffer_twins_agree_on_any_chunking(message, cuts):
+    results = []
+    for k in TWINS:
+        stuffer = k.DataStuffer()
+        wire, last = b"", 0
+        for cut in sorted(c for c in cuts if c <= len(message)) + [len(message)]:
+            wire += stuffer.feed(message[last:cut])
+            last = cut
+        results.append((wire, stuffer.finish()))
+    whole = _smtpparse_py.DataStuffer()
+    assert results[0] == results[1] == (whole.feed(message), whole.finish())
