@@ -14,7 +14,8 @@ without any I/O, so the services only move bytes and choose replies:
   Received/Delivered hop count and the byte count for databytes.
 * DataStuffer: qmail-remote.c blast() — the client side of DATA.
 * ns_encode / NetstringDecoder / ns_split: netstrings as qmail-qmqpd and
-  qmail-qmtpd read them (getlen(): over-long length first, then non-digit).
+  qmail-qmtpd read them (getlen(): over-long length first, then non-digit);
+  qmtp_message: qmail-qmtpd's LF / CRLF message forms.
 
 This module is the reference: the compiled twin must give the same results
 for every input.
@@ -482,6 +483,21 @@ class NetstringDecoder:
                 return i
             self._len = self._len * 10 + ch - 0x30
         return i
+
+
+def qmtp_message(payload):
+    """The message in a QMTP message netstring as qmail-qmtpd stores it, or None (bad protocol).
+
+    The first byte says the text form: LF (stored as is) or CR (CR LF pairs
+    become LF, other CRs stay); anything else, or an empty payload, is a
+    protocol error (qmail-qmtpd exits 100).
+    """
+    payload = bytes(payload)
+    if not payload or payload[0] not in (_LF, _CR):
+        return None
+    if payload[0] == _LF:
+        return payload[1:]
+    return payload[1:].replace(b"\r\n", b"\n")
 
 
 def ns_split(data, limit=NETSTRING_MAX):

@@ -537,6 +537,15 @@ cdef class NetstringDecoder:
         return done
 
 
+def qmtp_message(payload):
+    payload = bytes(payload)
+    if not payload or payload[0] not in (10, 13):
+        return None
+    if payload[0] == 10:
+        return payload[1:]
+    return payload[1:].replace(b"\r\n", b"\n")
+
+
 def ns_split(data, limit=NETSTRING_MAX):
     decoder = NetstringDecoder(limit)
     payloads = decoder.feed(data)

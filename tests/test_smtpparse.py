@@ -397,7 +397,7 @@ arg_bytes = st.lists(st.sampled_from(list(b'<>:@" \\,aZ.=SIZEsize[]1\0\r')), max
 @given(arg_bytes, st.sampled_from([b"SIZE", b"BODY", b"AUTH", b"S", b""]))
 def test_argument_parsers_twins_agree(arg, name):
     results = [(k.split_command(arg), k.parse_addr(arg), k.parse_addr(arg, maxlen=None), k.get_parameter(arg, name),
-                k.mail_params(arg), k.size_exceeds(arg, 5), k.scan_ulong(arg)) for k in TWINS]
+                k.mail_params(arg), k.size_exceeds(arg, 5), k.scan_ulong(arg), k.qmtp_message(arg)) for k in TWINS]
     assert results[0] == results[1]
 
 
@@ -448,3 +448,17 @@ def test_stuffer_twins_agree_on_any_chunking(message, cuts):
         results.append((wire, stuffer.finish()))
     whole = _smtpparse_py.DataStuffer()
     assert results[0] == results[1] == (whole.feed(message), whole.finish())
+
+
+@both("smtpparse")
+@pytest.mark.parametrize("payload,message", [
+    (b"\nSubject: a\n\nbody\n", b"Subject: a\n\nbody\n"),
+    (b"\nkeeps\r\nCRLF\r\n", b"keeps\r\nCRLF\r\n"),              # LF form is stored as is
+    (b"\rSubject: a\r\n\r\nbody\r\n", b"Subject: a\n\nbody\n"),
+    (b"\ra\r\r\nb\rc\r", b"a\r\nb\rc\r"),                         # only CR LF pairs become LF
+    (b"\n", b""),
+    (b"", None),                                                  # empty message: protocol error
+    (b"Xbody\n", None),
+])
+def test_qmtp_message(k, payload, message):
+    assert k.qmtp_message(payload) == message
