@@ -21,7 +21,7 @@ This module is the reference: the compiled twin must give the same results
 for every input.
 """
 
-import re
+import re as _re
 
 ADDR_MAX = 899          # addrparse(): addr.len (with its NUL) > 900 is a syntax error
 MAXHOPS = 100           # blast(): hops >= MAXHOPS means the message is looping
@@ -259,7 +259,7 @@ def size_exceeds(arg, databytes):
     return scan_ulong(size) > databytes
 
 
-_BODY_RUN = re.compile(rb"[^\r\n]+")
+_BODY_RUN = _re.compile(rb"[^\r\n]+")
 _DELIVERED = (b"delivered", b"DELIVERED")
 _RECEIVED = (b"received", b"RECEIVED")
 

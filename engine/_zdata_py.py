@@ -21,7 +21,7 @@ first (a conforming client sends it right away), so only bytes after the
 stream are handed back as commands.
 """
 
-import zlib
+import zlib as _zlib
 
 from engine import _smtpparse_py as smtpparse
 
@@ -35,11 +35,11 @@ DEFAULT_LEVEL = -1  # Z_DEFAULT_COMPRESSION, as deflateInit() in qmail-remote an
 
 
 # zError() texts, for the errors where zlib leaves stream.msg unset (a preset dictionary)
-ZERROR = {2: "need dictionary", -2: "stream error", -3: "data error", -4: "insufficient memory",
+_ZERROR = {2: "need dictionary", -2: "stream error", -3: "data error", -4: "insufficient memory",
           -5: "buffer error", -6: "incompatible version"}
 
 
-def zlib_message(error):
+def _zlib_message(error):
     """zlib's own message (stream.msg, else zError(code)) from a zlib.error: what qmail-ldap prints."""
     text = str(error)
     _, sep, msg = text.partition(": ")
@@ -47,7 +47,7 @@ def zlib_message(error):
         return msg
     words = text.split()
     code = int(words[1]) if len(words) > 1 and words[1].lstrip("-").isdigit() else None
-    return ZERROR.get(code, text)
+    return _ZERROR.get(code, text)
 
 
 def saved_percent(total_in, total_out):
@@ -61,7 +61,7 @@ class _Inflater:
     """One zlib stream fed in chunks: plain output, end detection, bytes after the end, totals."""
 
     def __init__(self):
-        self._z = zlib.decompressobj()
+        self._z = _zlib.decompressobj()
         self.ended = False
         self.error = None
         self.total_in = 0
@@ -72,8 +72,8 @@ class _Inflater:
         raw = bytes(raw)
         try:
             plain = self._z.decompress(raw)
-        except zlib.error as e:
-            self.error = zlib_message(e)
+        except _zlib.error as e:
+            self.error = _zlib_message(e)
             return b"", b""
         after = self._z.unused_data if self._z.eof else b""
         self.ended = self._z.eof
@@ -158,7 +158,7 @@ class ZEncoder:
     """The sending side: deflateInit(level) stream fed in chunks, ended with finish() (Z_FINISH)."""
 
     def __init__(self, level=DEFAULT_LEVEL):
-        self._z = zlib.compressobj(level)
+        self._z = _zlib.compressobj(level)
         self._open = True
         self.total_in = 0
         self.total_out = 0
@@ -176,7 +176,7 @@ class ZEncoder:
         if not self._open:
             raise ValueError("ZEncoder: finish() called twice")
         self._open = False
-        out = self._z.flush(zlib.Z_FINISH)
+        out = self._z.flush(_zlib.Z_FINISH)
         self.total_out += len(out)
         return out
 
