@@ -10,7 +10,7 @@ SHELL     := /bin/bash
 
 # Debian packages the build and the tests need (real slapd, tinycdb, tcpserver, swaks ...).
 DEBS := gcc python3-dev python3-venv libldap2-dev libsasl2-dev slapd ldap-utils tinycdb ucspi-tcp swaks daemontools \
-        postfix dnsmasq-base openssl
+        postfix dnsmasq-base openssl zlib1g-dev
 DEBS += $(shell cat tests/debian-packages.txt 2>/dev/null | sed 's/#.*//')
 
 .PHONY: all test debs venv build setup check bench bench-kernels run clean

@@ -64,6 +64,7 @@ R_SENDERSTRICT = b"554 refused mailfrom because valid local sender address requi
 R_RUSH = b"554 SMTP protocol violation\r\n"
 
 _parser = compiled.load("smtpparse")
+_zdata = compiled.load("zdata")
 
 
 class Closed(Exception):
@@ -489,20 +490,22 @@ class Session:
         return self.remoteinfo
 
     async def read_body(self):
-        """Read until the terminating dot; returns (message bytes with LF line ends, decoder state)."""
-        decoder = _parser.DataDecoder()
-        inflate = compiled.load("zdata").Inflater() if self.compressed else None
+        """Read until the terminating dot; returns (message bytes with LF line ends, decoder state).
+
+        DATAZ sends the dot-stuffed message as one zlib stream; the inflating decoder has the
+        same interface. Socket reads stay small so one compressed chunk cannot inflate to much.
+        """
+        decoder = _zdata.ZDataDecoder() if self.compressed else _parser.DataDecoder()
         chunks = []
         while decoder.status == _parser.MORE:
             try:
-                data = await asyncio.wait_for(self.reader.read(65536), self.timeout)
+                data = await asyncio.wait_for(self.reader.read(16384 if self.compressed else 65536),
+                                              self.timeout)
             except asyncio.TimeoutError:
                 self.reply(R_TIMEOUT)
                 raise Closed("timeout in DATA")
             if not data:
                 raise Closed("client closed in DATA")
-            if inflate is not None:
-                data = inflate.feed(data)
             chunks.append(decoder.feed(data))
             if decoder.status == _parser.ERR_BARE_LF:
                 self.reply(R_STRAYLF)
@@ -510,6 +513,9 @@ class Session:
             if decoder.status == _parser.ERR_LINE_LONG:
                 self.reply(R_LONGLINE)
                 raise Closed("long header line")
+            if self.compressed and decoder.status == _zdata.ERR_ZLIB:
+                self.reply(decoder.reply())
+                raise Closed("DATAZ stream broken")
         if decoder.rest:
             # pipelined commands after the final dot go back in front of the stream's buffer
             self.reader._buffer[:0] = decoder.rest
