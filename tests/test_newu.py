@@ -163,10 +163,10 @@ def test_lookup_takes_bytes_and_8bit(qmailhome):
 def test_qmail_lspawn_uses_users_cdb(qmailhome):
     from engine import lspawn
     assert newu(qmailhome, MAN_PAGE).returncode == 0
-    target = lspawn.resolve(qmailhome, "joe-direct")
+    target = lspawn.local_lookup(qmailhome, "joe-direct")
     assert (target.user, target.uid, target.home, target.dash, target.ext) == ("joe", 507, "/home/joe", "-", "direct")
     with open(users.path(qmailhome), "wb") as f:
         f.write(b"\0" * 10)
     with pytest.raises(lspawn.Refusal) as e:
-        lspawn.resolve(qmailhome, "joe")
+        lspawn.local_lookup(qmailhome, "joe")
     assert e.value.code == lspawn.QLX_CDB
