@@ -100,13 +100,15 @@ class Rewriter:
 
 
 def parse_envelope(data):
-    """todo/ file -> (uid, pid, sender, [recipients]); ValueError when it is not qmail's format."""
-    if not data.endswith(b"\0\0") and data != b"\0":
+    """todo/ file -> (uid, pid, sender, [recipients]); ValueError when it is not qmail's format.
+
+    Records are NUL-terminated: u<uid>, p<pid>, F<sender>, then T<recipient>...
+    """
+    if not data.endswith(b"\0"):
         raise ValueError("envelope not terminated")
-    fields = data[:-1].split(b"\0")[:-1]
     uid = pid = b"?"
     sender, recipients = None, []
-    for f in fields:
+    for f in data[:-1].split(b"\0"):
         kind, value = f[:1], f[1:]
         if kind == b"u":
             uid = value
@@ -116,7 +118,7 @@ def parse_envelope(data):
             sender = value
         elif kind == b"T":
             recipients.append(value)
-        else:
+        elif f:
             raise ValueError(f"unknown record {kind!r}")
     if sender is None:
         raise ValueError("no sender")
