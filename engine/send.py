@@ -40,6 +40,8 @@ CHANNEL_NAMES = ("local", "remote")
 CHANNEL_DIRS = ("local", "remote")
 CHANSKIP = (10, 20)
 SLEEP_SYSFAIL = 123
+OSSIFIED = 129600    # 36 hours: a mess file this old without info/ or todo/ is an orphan
+CLEANUP_EVERY = 3600
 DYING_TEXT = b"I'm not going to try again; this message has been in the queue too long.\n"
 
 
@@ -395,6 +397,25 @@ class Scheduler:
         os.unlink(path)
         return True
 
+    def cleanup_orphans(self, now):
+        """qmail-send's cleanup: mess files older than 36 h with neither info/ nor todo/ are removed."""
+        for sub in range(conf.SPLIT):
+            base = os.path.join(self.queue, "mess", str(sub))
+            for name in os.listdir(base):
+                if not name.isdigit():
+                    continue
+                msgid = int(name)
+                try:
+                    if now - os.stat(os.path.join(base, name)).st_mtime < OSSIFIED:
+                        continue
+                except FileNotFoundError:
+                    continue
+                if any(os.path.exists(hier.queue_file(self.queue, k, msgid)) for k in ("info", "todo")):
+                    continue
+                self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
+                if self.clean.recv(1) == b"+":
+                    log(f"warning: removed ossified message {msgid}")
+
     # --- events -----------------------------------------------------------------------
     def on_pool(self, conn, now):
         try:
@@ -471,6 +492,7 @@ class Scheduler:
         self.connect_clean()
         self.scan_info()
         last_connect = 0.0
+        last_cleanup = 0.0
         while True:
             now = self.clock()
             while self.signals:
@@ -489,6 +511,9 @@ class Scheduler:
             if time.monotonic() - last_connect > 1.0:
                 self.connect_pools()
                 last_connect = time.monotonic()
+            if time.monotonic() - last_cleanup > CLEANUP_EVERY:
+                self.cleanup_orphans(now)
+                last_cleanup = time.monotonic()
             while self.done:
                 msgid = self.done.pop(0)
                 if not self.message_done(msgid):
