@@ -1,0 +1,28 @@
+"""Queue scanning, pure-Python twin of ext/queuescan.pyx: message ids in the split directories."""
+
+import os
+
+from engine.conf import SPLIT
+
+
+def _number(name):
+    return int(name) if name.isdigit() and name.isascii() and len(name) <= 19 else -1
+
+
+def scan_dir(path):
+    """Ids (all-digit names) in one directory, in directory order."""
+    out = []
+    with os.scandir(path) as it:
+        for e in it:
+            v = _number(e.name)
+            if v >= 0:
+                out.append(v)
+    return out
+
+
+def scan_split(queue, kind, split=SPLIT):
+    """Ids in queue/<kind>/0 .. queue/<kind>/<split-1>."""
+    out = []
+    for i in range(split):
+        out += scan_dir(f"{queue}/{kind}/{i}")
+    return out
