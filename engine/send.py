@@ -31,10 +31,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from engine import bounce, conf, control, hier, spawn
+from engine import bounce, compiled, conf, control, hier, spawn
 from engine.arbiter import log
 from engine.todo import Rewriter, _safe
 
+_scan = compiled.load("queuescan")
 LOCAL, REMOTE = 0, 1
 CHANNEL_NAMES = ("local", "remote")
 CHANNEL_DIRS = ("local", "remote")
@@ -177,11 +178,8 @@ class Scheduler:
 
     def scan_info(self):
         """pqstart(): every preprocessed message on disk gets scheduled."""
-        base = os.path.join(self.queue, "info")
-        for sub in os.listdir(base):
-            for name in os.listdir(os.path.join(base, sub)):
-                if name.isdigit():
-                    self.pqadd(int(name))
+        for msgid in _scan.scan_split(self.queue, "info"):
+            self.pqadd(msgid)
 
     def pqadd(self, msgid):
         if not os.path.exists(hier.queue_file(self.queue, "info", msgid)):
@@ -399,22 +397,17 @@ class Scheduler:
 
     def cleanup_orphans(self, now):
         """qmail-send's cleanup: mess files older than 36 h with neither info/ nor todo/ are removed."""
-        for sub in range(conf.SPLIT):
-            base = os.path.join(self.queue, "mess", str(sub))
-            for name in os.listdir(base):
-                if not name.isdigit():
+        for msgid in _scan.scan_split(self.queue, "mess"):
+            try:
+                if now - os.stat(hier.queue_file(self.queue, "mess", msgid)).st_mtime < OSSIFIED:
                     continue
-                msgid = int(name)
-                try:
-                    if now - os.stat(os.path.join(base, name)).st_mtime < OSSIFIED:
-                        continue
-                except FileNotFoundError:
-                    continue
-                if any(os.path.exists(hier.queue_file(self.queue, k, msgid)) for k in ("info", "todo")):
-                    continue
-                self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
-                if self.clean.recv(1) == b"+":
-                    log(f"warning: removed ossified message {msgid}")
+            except FileNotFoundError:
+                continue
+            if any(os.path.exists(hier.queue_file(self.queue, k, msgid)) for k in ("info", "todo")):
+                continue
+            self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
+            if self.clean.recv(1) == b"+":
+                log(f"warning: removed ossified message {msgid}")
 
     # --- events -----------------------------------------------------------------------
     def on_pool(self, conn, now):

@@ -26,9 +26,10 @@ import select
 import socket
 import time
 
-from engine import cdb, control, hier
+from engine import cdb, compiled, control, hier
 from engine.arbiter import log
 
+_scan = compiled.load("queuescan")
 RESCAN = 1500  # qmail-todo rescans todo/ at least every 25 minutes
 BATCH = 256
 
@@ -147,14 +148,8 @@ class Todo:
         raise ConnectionError(f"unable to connect to {path}")
 
     def pending(self):
-        """Ids waiting in todo/, oldest directory order first."""
-        ids = []
-        base = os.path.join(self.queue, "todo")
-        for sub in os.listdir(base):
-            for name in os.listdir(os.path.join(base, sub)):
-                if name.isdigit():
-                    ids.append(int(name))
-        return ids
+        """Ids waiting in todo/ (compiled scan: this runs over every queued message)."""
+        return _scan.scan_split(self.queue, "todo")
 
     def write_channel_files(self, msgid):
         """info/local/remote for one message; returns (letter, paths written) or None if unreadable."""
