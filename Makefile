@@ -53,7 +53,7 @@ check: build
 	$(PY) -m engine.instcheck $(QMAILHOME)
 
 bench-kernels: build
-	$(PY) -m pytest bench -q --benchmark-only -p no:cacheprovider
+	$(PY) -m pytest bench -q -s -p no:cacheprovider
 
 bench: bench-kernels
 
