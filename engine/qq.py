@@ -112,6 +112,9 @@ class Queue:
     limit, client gone): close() then queues nothing and answers
     "Zqq read error (#4.3.0)" unless the program reported something else.
     Raises OSError when the pipes or the fork fail (qmail_open's -1).
+    The child runs Python between fork and exec (dup2, chdir, execve), as
+    qmail.c does in C: fine for single-threaded callers such as every qmail
+    program, not meant for a process with other threads.
     """
 
     def __init__(self, env=None, home=None):
@@ -139,7 +142,7 @@ class Queue:
         self._err_r = err_r
 
     def _child(self, program, cwd, msg_r, env_r, err_w):
-        """Between fork and exec: only system calls, then the queue program (never returns)."""
+        """Between fork and exec: descriptors, qmail home, then the queue program (never returns)."""
         try:
             os.dup2(msg_r, 0)
             os.dup2(env_r, 1)
@@ -237,12 +240,11 @@ class Queue:
 
     def _read_errtext(self):
         """Everything the program wrote on fd 4 (read to EOF so it never blocks on us)."""
-        chunks = []
+        text = bytearray()
         with os.fdopen(self._err_r, "rb", buffering=0) as f:
             while chunk := f.read(4096):
-                if sum(map(len, chunks)) < ERRTEXT_MAX:
-                    chunks.append(chunk)
-        return b"".join(chunks)
+                text += chunk[:ERRTEXT_MAX - len(text)]
+        return bytes(text)
 
     def __enter__(self):
         return self
