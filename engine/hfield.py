@@ -83,5 +83,14 @@ def headerbody(stream, field, header_done, body):
             field(current)
         header_done()
         return
-    for line in lines:
-        body(line)
+    _copy_body(stream, body)
+
+
+def _copy_body(stream, body):
+    """The rest of the input in large blocks; a last line without a newline gets one, as qmail's getln does."""
+    last = b"\n"
+    while block := stream.read(65536):
+        body(block)
+        last = block
+    if not last.endswith(b"\n"):
+        body(b"\n")
