@@ -75,9 +75,7 @@ class getopt:
             self.optpos = len(self.argv[self.optind])
 
     def rest(self):
-        """The arguments after the options."""
-        if self.optpos:  # stopped inside a word only if the caller quit early
-            return self.argv[self.optind + 1:]
+        """The arguments after the options (call once the iteration has ended)."""
         return self.argv[self.optind:]
 
     def _complain(self, problem):
