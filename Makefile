@@ -1,13 +1,16 @@
 # pyqmail-ldap. `make test` is the one command CI runs (see .ci/run).
 
-PYTHON    ?= python3
+# Debian's interpreter, not one under /root: processes that drop to qmail's
+# users (qmailq, qmails, qmailr, mailbox owners) must still be able to run Python.
+PYTHON    ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
 QMAILHOME ?= /var/qmail
 SHELL     := /bin/bash
 
 # Debian packages the build and the tests need (real slapd, tinycdb, tcpserver, swaks ...).
-DEBS := gcc libldap2-dev libsasl2-dev slapd ldap-utils tinycdb ucspi-tcp swaks daemontools
+DEBS := gcc python3-dev python3-venv libldap2-dev libsasl2-dev slapd ldap-utils tinycdb ucspi-tcp swaks daemontools \
+        postfix dnsmasq-base openssl zlib1g-dev
 DEBS += $(shell cat tests/debian-packages.txt 2>/dev/null | sed 's/#.*//')
 
 .PHONY: all test debs venv build setup check bench bench-kernels run clean
@@ -44,7 +47,7 @@ test: build
 	QMAIL_REQUIRE_COMPILED=1 $(PY) -m pytest tests
 
 setup: build
-	$(PY) -m engine.install $(QMAILHOME)
+	$(PY) -m engine.install $(if $(SINGLEUSER),--single-user) $(QMAILHOME)
 
 check: build
 	$(PY) -m engine.instcheck $(QMAILHOME)
@@ -53,6 +56,9 @@ bench-kernels: build
 	$(PY) -m pytest bench -q --benchmark-only -p no:cacheprovider
 
 bench: bench-kernels
+
+run: build
+	$(PY) -m engine.demo run
 
 clean:
 	rm -rf build *.egg-info engine/_*_c*.so engine/_buildconf.py .stamp-build

@@ -3,7 +3,8 @@ with its owner, group and mode, split subdirectories included.
 
 `make setup` (engine.install) creates it and `make check` (engine.instcheck)
 verifies it. As root the owners are qmail's users; a single-user instance
-(not root) keeps the same tree and modes, all owned by the invoking user.
+(not root) keeps the same tree and modes, all owned by the owner of the
+home directory (the invoking user when it creates the home).
 """
 
 import grp
@@ -60,10 +61,20 @@ def expanded(split=conf.SPLIT):
                 yield Entry(f"{e.path}/{i}", DIR, e.owner, e.group, e.mode)
 
 
-def ids(owner, group, single_user):
-    """(uid, gid) for a layout owner; a single-user instance maps everything to the caller."""
+def is_single_user(home):
+    """A home whose queue/ is not owned by qmailq is a single-user instance: everything runs as its owner."""
+    owner = os.stat(os.path.join(home, "queue")).st_uid
+    try:
+        return owner != pwd.getpwnam(conf.USER_QUEUE).pw_uid
+    except KeyError:
+        return True
+
+
+def ids(home, owner, group, single_user):
+    """(uid, gid) for a layout owner; in a single-user instance everything belongs to the home's owner."""
     if single_user:
-        return os.getuid(), os.getgid()
+        st = os.stat(home)
+        return st.st_uid, st.st_gid
     return pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid
 
 
@@ -79,7 +90,7 @@ def create(home, single_user, split=conf.SPLIT):
         elif not os.path.exists(path):
             with open(path, "wb") as f:
                 f.write(b"\0" * e.size)
-        uid, gid = ids(e.owner, e.group, single_user)
+        uid, gid = ids(home, e.owner, e.group, single_user)
         os.chown(path, uid, gid)
         os.chmod(path, e.mode)
 
@@ -107,9 +118,19 @@ def problems(home, single_user, split=conf.SPLIT):
         if _kind_of(st.st_mode) != e.kind:
             found.append(f"{path}: wrong type")
             continue
-        uid, gid = ids(e.owner, e.group, single_user)
+        uid, gid = ids(home, e.owner, e.group, single_user)
         if (st.st_uid, st.st_gid) != (uid, gid):
             found.append(f"{path}: owner {st.st_uid}:{st.st_gid}, want {e.owner}:{e.group} ({uid}:{gid})")
         if stat.S_IMODE(st.st_mode) != e.mode:
             found.append(f"{path}: mode {stat.S_IMODE(st.st_mode):o}, want {e.mode:o}")
     return found
+
+
+SPLIT_KINDS = frozenset(e.path.split("/", 1)[1] for e in LAYOUT if e.split)
+
+
+def queue_file(queue, kind, msgid, split=conf.SPLIT):
+    """qmail's fmtqfn: queue/<kind>/<id mod split>/<id> for split kinds, else queue/<kind>/<id>."""
+    if kind in SPLIT_KINDS:
+        return f"{queue}/{kind}/{msgid % split}/{msgid}"
+    return f"{queue}/{kind}/{msgid}"

@@ -1,0 +1,75 @@
+"""qmail-getpw: finds the passwd user for a local part (qmail-getpw.c).
+
+The longest prefix of the local part, ending at the end or at a `-`, that
+names a passwd user with a non-zero uid whose home directory exists and is
+owned by that uid wins: dash "" without extension, else "-" and the rest.
+Otherwise the alias user gets the whole local part as its extension.
+As a program: `qmail-getpw local` prints user, uid, gid, home, dash, ext
+each NUL-terminated; exit 116 (QLX_NOALIAS) when even alias is missing.
+"""
+
+import os
+import pwd
+import sys
+
+from engine import conf
+
+QLX_NFS = 115
+QLX_NOALIAS = 116
+GETPW_USERLEN = 32
+
+
+class NoAlias(Exception):
+    """There is no passwd entry for the alias user."""
+
+
+def _owner_home(username):
+    try:
+        pw = pwd.getpwnam(username.lower())
+    except KeyError:
+        return None
+    if not pw.pw_uid:
+        return None
+    try:
+        if os.stat(pw.pw_dir).st_uid == pw.pw_uid:
+            return pw
+    except FileNotFoundError:
+        return None
+    return None
+
+
+def getpw(local, alias=True):
+    """(user, uid, gid, home, dash, ext) for `local`; raises NoAlias when neither a user nor alias exists.
+
+    alias=False (qmail-verify's lookup_passwd) returns None instead of falling back to the alias user.
+    """
+    for end in range(min(len(local), GETPW_USERLEN - 1), -1, -1):
+        if end == len(local) or local[end] == conf.BREAK:
+            pw = _owner_home(local[:end])
+            if pw:
+                if end < len(local):
+                    return pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, "-", local[end + 1:]
+                return pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, "", ""
+    if not alias:
+        return None
+    try:
+        pw = pwd.getpwnam(conf.USER_ALIAS)
+    except KeyError:
+        raise NoAlias(conf.USER_ALIAS) from None
+    return pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, "-", local
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or not argv[0]:
+        return 100
+    try:
+        fields = getpw(argv[0])
+    except NoAlias:
+        return QLX_NOALIAS
+    sys.stdout.buffer.write(b"".join(str(f).encode("utf-8", "surrogateescape") + b"\0" for f in fields))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,498 @@
+"""qmail-local: one local delivery, following the user's .qmail file or the LDAP entry.
+
+    qmail-local [-nN] -- user homedir local dash ext domain sender aliasempty
+
+The message is on fd 0 (seekable: the queue's mess file). Builds the
+qmail-command(8) environment, refuses looping mail (its own Delivered-To
+line in the header), chooses the instructions — the qmail-ldap dot modes
+(QMAILDOTMODE: ldaponly, ldapwithprog, dotonly, both) with the LDAP part
+from QMAILMODE / QMAILFORWARDS / QMAILDELIVERYPROGRAM, and the stock
+.qmail<dash><ext> / -default search — then runs them: Maildir and mbox
+lines through engine.maildir, `|program` through /bin/sh, forwards as one
+new message through the queue. Exit 0, 100 (permanent) or 111 (temporary)
+with qmail-local's texts; prints `did F+W+P` and `qp N`.
+
+The delivery pool runs `deliver()` in-process (after taking the user's
+uid), the program entry `main()` is for tools and tests that call
+qmail-local by name.
+"""
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from engine import conf
+from engine.quote import quote2
+
+PERMANENT_PROGRAM_EXITS = {100, 64, 65, 70, 76, 77, 78, 112}
+DOT_STOCK, DOT_LDAP, DOT_BOTH = "dot", "ldap", "both"
+
+
+class LocalFailure(Exception):
+    """A delivery that stops with qmail-local's exit code (100 or 111) and text."""
+
+    def __init__(self, code, text):
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+def hard(text):
+    return LocalFailure(100, text)
+
+
+def soft(text):
+    return LocalFailure(111, text)
+
+
+@dataclass
+class Recipient:
+    user: str
+    home: str
+    local: str
+    dash: str
+    ext: str
+    host: str
+    sender: str
+    aliasempty: str
+
+
+@dataclass
+class Instructions:
+    lines: list                    # text lines, in order
+    forward_only: bool = False     # .qmail with the u+x bit (or +list)
+    forward_only_ldap: bool = False  # deliveryMode forwardonly
+    no_local: bool = False
+    no_forward: bool = False
+    no_program: bool = False
+    newsender: str = ""
+    default: str | None = None     # $DEFAULT when a -default file matched
+    replies: list = field(default_factory=list)  # qmail-reply commands run while parsing
+
+
+# --- the environment (qmail-command(8)) -------------------------------------------------
+
+def _no_newlines(text):
+    return text.replace("\n", "_")
+
+
+def dtline(r):
+    return f"Delivered-To: {_no_newlines(r.local + '@' + r.host)}\n"
+
+
+def rpline(r):
+    sender = quote2(r.sender.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
+    return f"Return-Path: <{_no_newlines(sender)}>\n"
+
+
+def ufline(r, when=None):
+    sender = r.sender.translate(str.maketrans(" \t\n", "---")) if r.sender else "MAILER-DAEMON"
+    return f"From {sender} {time.ctime(time.time() if when is None else when)}\n"
+
+
+def _ext_parts(ext):
+    """EXT, EXT2, EXT3, EXT4: each drops one more dash-separated field."""
+    parts, x = [], ext
+    for _ in range(4):
+        parts.append(x)
+        i = x.find("-")
+        x = x[i + 1:] if i >= 0 else ""
+    return parts
+
+
+def _host_parts(host):
+    """HOST2..HOST4: the host cut before its last, second-last, third-last dot (unchanged when none)."""
+    parts, end = [], len(host)
+    for _ in range(3):
+        dot = host.rfind(".", 0, end)
+        if dot >= 0:
+            end = dot
+        parts.append(host[:end])
+    return parts
+
+
+def command_env(r, base=None):
+    """The environment qmail-local gives programs (DEFAULT and NEWSENDER are added later)."""
+    env = dict(os.environ if base is None else base)
+    ext = _ext_parts(r.ext)
+    host = _host_parts(r.host)
+    env.update(HOST=r.host, HOME=r.home, USER=r.user, LOCAL=r.local,
+               RECIPIENT=f"{r.local}@{r.host}", DTLINE=dtline(r), SENDER=r.sender,
+               RPLINE=rpline(r), UFLINE=ufline(r),
+               EXT=ext[0], EXT2=ext[1], EXT3=ext[2], EXT4=ext[3],
+               HOST2=host[0], HOST3=host[1], HOST4=host[2])
+    return env
+
+
+# --- checks ---------------------------------------------------------------------------
+
+def check_home(doit=True):
+    """checkhome(): the current directory (HOME) must not be writable by others nor sticky."""
+    try:
+        st = os.stat(".")
+    except OSError as e:
+        raise soft(f"Unable to stat home directory: {e.strerror}. (#4.3.0)")
+    if st.st_mode & conf.PATTERN:
+        raise soft("Uh-oh: home directory is writable. (#4.7.0)")
+    if st.st_mode & stat.S_ISVTX and doit:
+        raise soft("Home directory is sticky: user is editing his .qmail file. (#4.2.1)")
+
+
+def check_loop(header_lines, dt):
+    """bouncexf(): our own Delivered-To line anywhere in the header means a loop."""
+    for line in header_lines:
+        if line == dt:
+            raise hard("This message is looping: it already has my Delivered-To line. (#5.4.6)")
+
+
+def header_lines(fd):
+    """The message's header lines (each with its LF) read from the start of fd."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    lines = []
+    with os.fdopen(os.dup(fd), "rb") as f:
+        for raw in f:
+            if raw in (b"\n", b"\r\n") or not raw.endswith(b"\n"):
+                break
+            lines.append(raw.decode("utf-8", "surrogateescape"))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return lines
+
+
+# --- .qmail search --------------------------------------------------------------------
+
+def safe_ext(ext):
+    return ext.lower().replace(".", ":")
+
+
+def _open_qmail(name):
+    """(fd, forward_only) of a usable .qmail file, or None; writable ones are refused."""
+    try:
+        fd = os.open(name, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+    except OSError as e:
+        raise soft(f"Unable to open {name}: {e.strerror}. (#4.3.0)")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    if st.st_mode & conf.PATTERN:
+        os.close(fd)
+        raise soft("Uh-oh: .qmail file is writable. (#4.7.0)")
+    return fd, bool(st.st_mode & stat.S_IXUSR)
+
+
+def qmail_search(dash, ext):
+    """qmesearch(): (text, forward_only, DEFAULT) of the matching .qmail file, or None.
+
+    Order for dash "-" and ext "a-b-c": .qmail-a-b-c, .qmail-a-b-default,
+    .qmail-a-default, .qmail-default.
+    """
+    sext = safe_ext(ext)
+    candidates = [(f".qmail{dash}{sext}", ext[len(sext) - 7:] if sext.endswith("default") else None)]
+    for i in range(len(sext), -1, -1):
+        if i == 0 or sext[i - 1] == "-":
+            candidates.append((f".qmail{dash}{sext[:i]}default", ext[i:]))
+    for name, default in candidates:
+        found = _open_qmail(name)
+        if found:
+            fd, forward_only = found
+            with os.fdopen(fd, "rb") as f:
+                text = f.read().decode("utf-8", "surrogateescape")
+            return text, forward_only, default
+    return None
+
+
+def _exists(name):
+    try:
+        os.stat(name)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise soft(f"Unable to open {name}: {e.strerror}. (#4.3.0)")
+
+
+def owner_sender(r):
+    """NEWSENDER for the dot part: `local-owner@host` (or its VERP form) when .qmail-ext-owner exists."""
+    if r.sender in ("", "#@[]"):
+        return r.sender
+    base = f".qmail{r.dash}{safe_ext(r.ext)}"
+    if not _exists(base + "-owner"):
+        return r.sender
+    if _exists(base + "-owner-default"):
+        return f"{r.local}-owner-@{r.host}-@[]"
+    return f"{r.local}-owner@{r.host}"
+
+
+# --- the instruction list --------------------------------------------------------------
+
+def dot_mode(env):
+    """QMAILDOTMODE -> (mode, LDAP programs allowed)."""
+    value = env.get("QMAILDOTMODE")
+    if value is None:
+        return DOT_STOCK, False
+    v = value.lower()
+    if v == "ldaponly":
+        return DOT_LDAP, False
+    if v == "ldapwithprog":
+        return DOT_LDAP, True
+    if v == "dotonly":
+        return DOT_STOCK, False
+    if v == "both":
+        return DOT_BOTH, True
+    raise hard(f"Error: Non valid dot-mode found: {value}. (#5.3.5)")
+
+
+def split_escaped(value):
+    """QMAILMODE / QMAILFORWARDS / QMAILDELIVERYPROGRAM: `:`-joined values, `\\:` a literal colon."""
+    items, cur, i = [], [], 0
+    while i < len(value):
+        if value[i] == "\\" and value[i + 1:i + 2] == ":":
+            cur.append(":")
+            i += 2
+            continue
+        if value[i] == ":":
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(value[i])
+        i += 1
+    items.append("".join(cur))
+    return items
+
+
+def ldap_part(r, env, allow_programs, ins, warn):
+    """The LDAP lines in qmail-ldap's order: programs, forwards, the default delivery, then `#`."""
+    ins.newsender = r.sender
+    for mode in split_escaped(env["QMAILMODE"]) if "QMAILMODE" in env else []:
+        m = mode.lower()
+        if m == "forwardonly":
+            ins.forward_only_ldap = ins.no_local = ins.no_program = True
+        elif m == "reply":
+            if r.sender:
+                if "QMAILREPLYTEXT" in env:
+                    arg = r.aliasempty if r.aliasempty[:1] in (".", "/") else ""
+                    ins.replies.append("qmail-reply " + arg)
+                else:
+                    warn("Warning: Reply mode is on but there is no reply text.")
+        elif m in ("nolocal", "nombox"):
+            ins.no_local = True
+        elif m == "noforward":
+            ins.no_forward = True
+        elif m == "noprogram":
+            ins.no_program = True
+        elif m not in ("local", "forward", "program", "noreply"):
+            warn(f"Warning: undefined mail delivery mode: {mode} (ignored).")
+    if allow_programs and not ins.no_program and "QMAILDELIVERYPROGRAM" in env:
+        ins.lines += ["|" + p for p in split_escaped(env["QMAILDELIVERYPROGRAM"])]
+    if not ins.no_forward and "QMAILFORWARDS" in env:
+        ins.lines += ["&" + a for a in split_escaped(env["QMAILFORWARDS"])]
+    if not ins.no_local:
+        ins.lines.append(r.aliasempty)
+    ins.lines.append("#")
+
+
+def instructions(r, env, warn=lambda text: None):
+    """The lines qmail-local will execute for this recipient (cwd = HOME)."""
+    mode, allow_programs = dot_mode(env)
+    ins = Instructions(lines=[])
+    if mode in (DOT_LDAP, DOT_BOTH):
+        ldap_part(r, env, allow_programs, ins, warn)
+    if mode in (DOT_STOCK, DOT_BOTH):
+        found = qmail_search(r.dash, r.ext)
+        if found is None and r.dash and mode == DOT_STOCK:
+            raise hard("Sorry, no mailbox here by that name. (#5.1.1)")
+        ins.newsender = owner_sender(r)
+        if found:
+            text, ins.forward_only, ins.default = found
+            ins.lines += _text_lines(text)
+    if not ins.lines:
+        ins.lines = _text_lines(r.aliasempty)
+        ins.forward_only = False
+    return ins
+
+
+def _text_lines(text):
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip(" \t") for line in lines]
+
+
+# --- execution -------------------------------------------------------------------------
+
+class Counts:
+    def __init__(self):
+        self.files = self.forwards = self.programs = 0
+        self.qp = 0
+
+    def report(self):
+        text = f"did {self.files}+{self.forwards}+{self.programs}\n"
+        return text + (f"qp {self.qp}\n" if self.qp else "")
+
+
+def run_program(command, fd, env, home):
+    """mailprogram(): /bin/sh -c command with the message on stdin. True when it exited 99."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        proc = subprocess.run(["/bin/sh", "-c", command], stdin=fd, env=env, cwd=home)
+    except OSError as e:
+        raise soft(f"Unable to fork: {e.strerror}. (#4.3.0)")
+    code = proc.returncode
+    if code < 0:
+        raise soft("Aack, child crashed. (#4.3.0)")
+    if code in PERMANENT_PROGRAM_EXITS:
+        raise LocalFailure(100, "")
+    if code == 99:
+        return True
+    if code != 0:
+        raise LocalFailure(111, "")
+    return False
+
+
+def forward(recipients, fd, dt, newsender, env):
+    """mailforward(): one new message to every forward, with our Delivered-To line."""
+    from engine import qq
+    os.lseek(fd, 0, os.SEEK_SET)
+    with os.fdopen(os.dup(fd), "rb") as f:
+        body = f.read()
+    head = dt.encode("utf-8", "surrogateescape")
+    if len(recipients) > 1:
+        head += b"Precedence: bulk\n"
+    enc = [a.encode("utf-8", "surrogateescape") for a in recipients]
+    result = qq.submit(head + body, newsender.encode("utf-8", "surrogateescape"), enc, env=env)
+    text, qp = (result if isinstance(result, tuple) else (result, 0))
+    if text:
+        raise LocalFailure(100 if text[:1] == "D" else 111, f"Unable to forward message: {text[1:]}.")
+    return qp
+
+
+def execute(r, ins, fd, env, doit=True, say=None):
+    """Run the instruction list; returns the Counts. Raises LocalFailure on the first failure."""
+    from engine import maildir
+    counts = Counts()
+    env = dict(env, NEWSENDER=ins.newsender)
+    if ins.default is not None:
+        env["DEFAULT"] = ins.default
+    dt, rp = dtline(r), rpline(r)
+    for command in ins.replies:
+        counts.forwards += 1
+        if doit:
+            run_program(command, fd, env, r.home)
+    forwards = []
+    stop = False
+    for index, line in enumerate(ins.lines):
+        if stop:
+            break
+        first = line[:1]
+        if not line:
+            if index == 0:
+                raise soft("Uh-oh: first line of .qmail file is blank. (#4.2.1)")
+            continue
+        if first == "#":
+            continue
+        if first in (".", "/"):
+            if ins.no_local:
+                continue
+            counts.files += 1
+            if ins.forward_only:
+                raise soft("Uh-oh: .qmail has file delivery but has x bit set. (#4.7.0)")
+            if ins.forward_only_ldap:
+                raise soft("Uh-oh: user has file delivery but is not allowed to. (#4.7.0)")
+            if doit:
+                maildir.deliver_line(line, fd, rp, dt, ufline(r), env)
+            elif say:
+                say(("maildir " if line.endswith("/") else "mbox ") + line)
+        elif first == "|":
+            if ins.no_program:
+                continue
+            counts.programs += 1
+            if ins.forward_only:
+                raise soft("Uh-oh: .qmail has prog delivery but has x bit set. (#4.7.0)")
+            if ins.forward_only_ldap:
+                raise soft("Uh-oh: user has prog delivery but is not allowed to. (#4.7.0)")
+            if doit:
+                stop = run_program(line[1:], fd, env, r.home)
+            elif say:
+                say("program " + line[1:])
+        elif first == "+":
+            if line[1:] == "list":
+                ins.forward_only = True
+        else:
+            counts.forwards += 1
+            if ins.no_forward:
+                continue
+            forwards.append(line[1:] if first == "&" else line)
+    if forwards and doit:
+        counts.qp = forward(forwards, fd, dt, ins.newsender, env)
+    elif say:
+        for a in forwards:
+            say("forward " + a)
+    return counts
+
+
+def deliver(r, fd, doit=True, env=None, warn=None, say=None):
+    """One delivery for recipient r with the message on fd: (exit code, output text)."""
+    warnings = []
+    warn = warn or warnings.append
+    try:
+        if not r.home.startswith("/"):
+            raise LocalFailure(100, "qmail-local: usage: qmail-local [ -nN ] user homedir local dash "
+                               "ext domain sender aliasempty")
+        try:
+            os.chdir(r.home)
+        except OSError as e:
+            raise soft(f"Unable to switch to {r.home}: {e.strerror}. (#4.3.0)")
+        check_home(doit)
+        cenv = command_env(r, env)
+        if doit:
+            check_loop(header_lines(fd), dtline(r))
+        if cenv.get("QLDAPGROUP") is not None:
+            counts = Counts()
+            counts.programs += 1
+            if doit:
+                arg = r.aliasempty if r.aliasempty[:1] in (".", "/") else ""
+                run_program("qmail-group " + arg, fd, cenv, r.home)
+            return 0, counts.report()
+        ins = instructions(r, cenv, warn)
+        counts = execute(r, ins, fd, cenv, doit, say)
+        return 0, "".join(w + "\n" for w in warnings) + counts.report()
+    except LocalFailure as f:
+        return f.code, "".join(w + "\n" for w in warnings) + (f.text + "\n" if f.text else "")
+
+
+def parse_argv(argv):
+    doit = True
+    args = list(argv)
+    while args and args[0].startswith("-") and args[0] != "--":
+        for flag in args.pop(0)[1:]:
+            if flag not in "nN":
+                return None
+            doit = flag == "N"
+    if args and args[0] == "--":
+        args.pop(0)
+    if len(args) != 8:
+        return None
+    return doit, Recipient(*args)
+
+
+def main(argv=None):
+    parsed = parse_argv(sys.argv[1:] if argv is None else argv)
+    if parsed is None:
+        sys.stderr.write("qmail-local: usage: qmail-local [ -nN ] user homedir local dash ext domain "
+                         "sender aliasempty\n")
+        return 100
+    doit, r = parsed
+    code, text = deliver(r, 0, doit, say=lambda s: sys.stdout.write(s + "\n"))
+    sys.stdout.write(text)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

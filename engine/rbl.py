@@ -1,0 +1,77 @@
+"""DNS checks of qmail-smtpd: RBL lists (rbl.c) and RETURNMXCHECK.
+
+control/rbllist lines are `basedomain action matchon message...`. For an
+IPv4 client a.b.c.d each list is asked for the A record of
+d.c.b.a.<basedomain>, in file order: a temporary DNS error is ignored; an
+answer matches when matchon is `any` or one returned address equals it.
+A match with action `addheader` (or with RBLONLYHEADER set) adds an
+`X-RBL:` header line and goes on; any other action rejects at MAIL FROM
+with the list's message. IPv6 clients are not checked, as in qmail-ldap.
+"""
+
+from engine import qdns
+
+
+def parse_rbllist(lines):
+    """[(base, action, matchon, message)]; lines with fewer than four fields are skipped."""
+    out = []
+    for line in lines:
+        fields = line.replace("\t", " ").split(None, 3)
+        if len(fields) == 4:
+            out.append(tuple(fields))
+    return out
+
+
+def reversed_ipv4(ip):
+    if ":" in ip:
+        return None
+    return ".".join(reversed(ip.split("."))) + "."
+
+
+def x_rbl(base, matchon, message):
+    middle = "" if matchon == "any" else f"matches with {matchon} and "
+    return f"X-RBL: ({base}) {middle}tells us {message}\n".encode()
+
+
+async def listed(base, matchon, rev, resolver):
+    """1 listed, 0 not, 2 temporary DNS trouble (rbl_lookup)."""
+    if not base:
+        return 2
+    status, addrs = await qdns.dns_ip(resolver, rev + base)
+    if status == qdns.DNS_SOFT:
+        return 2
+    if status != 0:
+        return 0
+    return 1 if matchon == "any" or any(ip == matchon for ip, _ in addrs) else 0
+
+
+async def check(session, ip, lines):
+    """The message of the first rejecting list, or None; tagging lists add to session.rbl_headers."""
+    rev = reversed_ipv4(ip)
+    if rev is None:
+        return None
+    resolver = qdns.make_resolver()
+    only_header = session.env.flag("RBLONLYHEADER")
+    for base, action, matchon, message in parse_rbllist(lines):
+        if await listed(base, matchon, rev, resolver) != 1:
+            continue
+        if only_header or action == "addheader":
+            session.rbl_headers.append(x_rbl(base, matchon, message))
+            continue
+        session.rbl_headers = []
+        return message
+    return None
+
+
+async def mx_exists(domain):
+    """RETURNMXCHECK: True when the domain has an MX or an address, False when not, None on DNS trouble."""
+    resolver = qdns.make_resolver()
+    status, _ = await qdns.query(resolver, domain, "MX")
+    if status == 0:
+        return True
+    if status == qdns.DNS_SOFT:
+        return None
+    status, _ = await qdns.dns_ip(resolver, domain)
+    if status == qdns.DNS_SOFT:
+        return None
+    return status == 0

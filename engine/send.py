@@ -1,0 +1,544 @@
+"""qmail-send: the scheduler (qmail-send.c).
+
+Keeps, per channel (local, remote), a priority queue of messages by next
+attempt. When a message's turn comes its channel file (local/<id> or
+remote/<id>) is read and every recipient still marked `T` is handed to the
+channel's pool over the spawn protocol (engine.spawn), up to the channel's
+concurrency. Results: K marks the record `D` (delivered), Z leaves it for
+the next attempt at birth + (floor(sqrt(age)) + skip)² (skip 10 local, 20
+remote), D appends a failure report to bounce/<id> and marks it done. A
+message older than queuelifetime turns a deferral into a failure. When no
+channel file is left, the bounce (if any) is injected, info/ is removed and
+qmail-clean removes mess/ and intd/.
+
+New messages come from qmail-todo (`DL<id>`, ... on the send socket); at
+start info/ is scanned so nothing preprocessed is forgotten. Signals: HUP
+re-reads bouncemaxbytes, custombouncetext, locals, virtualdomains and (a
+difference from qmail) concurrencylocal/concurrencyremote, passes `H` to
+qmail-todo and the 0xBEEF message to the local pool; ALRM retries every
+message now; TERM stops starting deliveries and exits when none is running.
+
+Test knob: PYQMAIL_RETRY_SCALE=N divides every retry interval by N (a
+documented short clock for tests; never set it in production).
+"""
+
+import heapq
+import math
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from engine import bounce, conf, control, hier, spawn
+from engine.arbiter import log
+from engine.todo import Rewriter, _safe
+
+LOCAL, REMOTE = 0, 1
+CHANNEL_NAMES = ("local", "remote")
+CHANNEL_DIRS = ("local", "remote")
+CHANSKIP = (10, 20)
+SLEEP_SYSFAIL = 123
+OSSIFIED = 129600    # 36 hours: a mess file this old without info/ or todo/ is an orphan
+CLEANUP_EVERY = 3600
+DYING_TEXT = b"I'm not going to try again; this message has been in the queue too long.\n"
+
+
+@dataclass
+class Job:
+    """One message's turn on one channel."""
+    msgid: int
+    channel: int
+    sender: bytes
+    retry: float
+    dying: bool
+    pending: list = field(default_factory=list)  # (offset of the T byte, recipient) not yet started
+    running: int = 0
+    todo: int = 0          # recipients still undelivered after this pass
+
+
+@dataclass
+class Delivery:
+    delid: int
+    job: Job
+    offset: int
+    recipient: bytes
+
+
+class PoolConnection:
+    """One connection to a pool: ready after the pool's 2-byte limit, then carries up to `capacity` slots."""
+
+    def __init__(self, path, channel):
+        self.channel = channel
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.sock.setblocking(False)
+        self.capacity = 0
+        self.inbuf = bytearray()
+        self.replies = spawn.ReplyReader()
+        self.slots = {}  # slot -> Delivery
+
+    def free_slot(self):
+        for s in range(self.capacity):
+            if s not in self.slots:
+                return s
+        return None
+
+    def feed(self, data):
+        if not self.capacity:
+            self.inbuf += data
+            if len(self.inbuf) < 2:
+                return []
+            self.capacity = max(1, int.from_bytes(self.inbuf[:2], "little"))
+            data = bytes(self.inbuf[2:])
+        return self.replies.feed(data)
+
+
+class Controls:
+    def __init__(self, home):
+        self.home = home
+        self.read_all()
+
+    def read_all(self):
+        h = self.home
+        me = control.me(h) or "me"
+        self.lifetime = control.read_int("queuelifetime", 604800, h)
+        bouncehost = control.read_line("bouncehost", me, h)
+        dbhost = control.read_line("doublebouncehost", me, h)
+        dbto = control.read_line("doublebounceto", "postmaster", h)
+        self.bounce = bounce.Settings(
+            bouncefrom=control.read_line("bouncefrom", "MAILER-DAEMON", h).encode(),
+            bouncehost=bouncehost.encode(), doublebounce=f"{dbto}@{dbhost}".encode(),
+            custom=control.read_raw("custombouncetext", b"", h),
+            maxbytes=control.read_int("bouncemaxbytes", 0, h))
+        self.read_concurrency()
+
+    def read_concurrency(self):
+        h = self.home
+        self.concurrency = [min(conf.SPAWN, control.read_int("concurrencylocal", 10, h)),
+                            min(conf.SPAWN, control.read_int("concurrencyremote", 20, h))]
+
+    def reload(self):
+        """HUP: bouncemaxbytes, custombouncetext and the concurrency limits."""
+        h = self.home
+        self.bounce = bounce.Settings(self.bounce.bouncefrom, self.bounce.bouncehost, self.bounce.doublebounce,
+                                      control.read_raw("custombouncetext", b"", h),
+                                      control.read_int("bouncemaxbytes", 0, h))
+        self.read_concurrency()
+
+
+class Scheduler:
+    def __init__(self, home, sockets, clock=time.time):
+        self.home = home
+        self.queue = os.path.join(home, "queue")
+        self.paths = sockets            # {"local", "remote", "clean", "send"} -> socket path or listener
+        self.clock = clock
+        self.scale = max(1.0, float(os.environ.get("PYQMAIL_RETRY_SCALE", "1") or 1))
+        self.controls = Controls(home)
+        self.rewriter = Rewriter(home)  # virtualdomains for stripping prepends in bounces
+        self.pq = ([], [])              # per channel: heap of (when, msgid)
+        self.queued = (set(), set())    # ids in each heap or running, to avoid duplicates
+        self.done = []                  # ids whose channel files are gone
+        self.conns = ([], [])
+        self.jobs = {}
+        self.delid = 0
+        self.exiting = False
+        self.sel = selectors.DefaultSelector()
+        self.signals = []
+        self.todo_conn = None
+        self.todo_buf = b""
+
+    # --- setup ------------------------------------------------------------------------
+    def connect_pools(self):
+        for ch, name in ((LOCAL, "local"), (REMOTE, "remote")):
+            want = self.controls.concurrency[ch] if ch == LOCAL else 1
+            alive = [c for c in self.conns[ch]]
+            while len(alive) < want:
+                try:
+                    c = PoolConnection(self.paths[name], ch)
+                except OSError:
+                    break
+                self.sel.register(c.sock, selectors.EVENT_READ, ("pool", c))
+                alive.append(c)
+                self.conns[ch].append(c)
+
+    def connect_clean(self):
+        self.clean = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.clean.connect(self.paths["clean"])
+
+    def accept_todo(self, listener):
+        conn, _ = listener.accept()
+        if self.todo_conn is not None:
+            self.sel.unregister(self.todo_conn)
+            self.todo_conn.close()
+        self.todo_conn = conn
+        self.sel.register(conn, selectors.EVENT_READ, ("todo", None))
+
+    def scan_info(self):
+        """pqstart(): every preprocessed message on disk gets scheduled."""
+        base = os.path.join(self.queue, "info")
+        for sub in os.listdir(base):
+            for name in os.listdir(os.path.join(base, sub)):
+                if name.isdigit():
+                    self.pqadd(int(name))
+
+    def pqadd(self, msgid):
+        if not os.path.exists(hier.queue_file(self.queue, "info", msgid)):
+            return
+        if os.path.exists(hier.queue_file(self.queue, "todo", msgid)):
+            return  # qmail-todo has not finished with it
+        found = False
+        for ch in (LOCAL, REMOTE):
+            path = hier.queue_file(self.queue, CHANNEL_DIRS[ch], msgid)
+            try:
+                mtime = os.stat(path).st_mtime
+            except FileNotFoundError:
+                continue
+            found = True
+            if msgid not in self.queued[ch]:
+                self.queued[ch].add(msgid)
+                heapq.heappush(self.pq[ch], (mtime, msgid))
+        if not found:
+            self.done.append(msgid)
+
+    # --- scheduling -------------------------------------------------------------------
+    def next_retry(self, birth, ch, now):
+        n = 0 if birth > now else math.isqrt(int(now - birth))
+        n += CHANSKIP[ch]
+        return birth + (n * n) / self.scale
+
+    def birth_and_sender(self, msgid):
+        path = hier.queue_file(self.queue, "info", msgid)
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            data = f.read()
+        if not data.startswith(b"F"):
+            raise ValueError("bad info file")
+        return st.st_mtime, data[1:].split(b"\0", 1)[0]
+
+    def open_job(self, ch, msgid, now):
+        path = hier.queue_file(self.queue, CHANNEL_DIRS[ch], msgid)
+        try:
+            birth, sender = self.birth_and_sender(msgid)
+            with open(path, "rb") as f:
+                data = f.read()
+        except (OSError, ValueError):
+            log(f"warning: trouble opening {path}; will try again later")
+            heapq.heappush(self.pq[ch], (now + SLEEP_SYSFAIL / self.scale, msgid))
+            return None
+        job = Job(msgid, ch, sender, self.next_retry(birth, ch, now),
+                  now > birth + self.controls.lifetime)
+        pos = 0
+        for rec in data.split(b"\0")[:-1]:
+            if rec[:1] == b"T":
+                job.pending.append((pos, rec[1:]))
+            elif rec[:1] != b"D":
+                log(f"warning: unknown record type in {path}!")
+                job.pending.clear()
+                break
+            pos += len(rec) + 1
+        job.todo = len(job.pending)
+        return job
+
+    def free_connection(self, ch):
+        for c in self.conns[ch]:
+            if c.capacity and len(c.slots) < c.capacity:
+                return c
+        return None
+
+    def in_use(self, ch):
+        return sum(len(c.slots) for c in self.conns[ch])
+
+    def start_deliveries(self, now):
+        for ch in (LOCAL, REMOTE):
+            while not self.exiting and self.in_use(ch) < self.controls.concurrency[ch]:
+                conn = self.free_connection(ch)
+                if conn is None:
+                    break
+                job = self.jobs.get(ch)
+                if job is None or not job.pending:
+                    if not self.pq[ch] or self.pq[ch][0][0] > now:
+                        break
+                    _, msgid = heapq.heappop(self.pq[ch])
+                    job = self.open_job(ch, msgid, now)
+                    if job is None:
+                        continue
+                    self.jobs[ch] = job
+                    if not job.pending:
+                        self.close_job(job, now)
+                        continue
+                offset, rcpt = job.pending.pop(0)
+                self.start_one(conn, job, offset, rcpt)
+                if not job.pending:
+                    del self.jobs[ch]
+
+    def start_one(self, conn, job, offset, recipient):
+        slot = conn.free_slot()
+        self.delid += 1
+        d = Delivery(self.delid, job, offset, recipient)
+        conn.slots[slot] = d
+        job.running += 1
+        sender = bounce.owner_sender(job.sender, recipient)
+        messid = f"{job.msgid % conf.SPLIT}/{job.msgid}".encode()
+        conn.sock.sendall(spawn.encode_request(slot, messid, sender, recipient))
+        log(f"starting delivery {d.delid}: msg {job.msgid} to {CHANNEL_NAMES[job.channel]} {_safe(recipient)}")
+        self.log_status()
+
+    def log_status(self):
+        c = self.controls.concurrency
+        log(f"status: local {self.in_use(LOCAL)}/{c[LOCAL]} remote {self.in_use(REMOTE)}/{c[REMOTE]}"
+            + (" exitasap" if self.exiting else ""))
+
+    def finish_one(self, d, letter, text, now):
+        job = d.job
+        if letter == b"Z" and job.dying:
+            letter, text = b"D", text + DYING_TEXT
+        if letter == b"K":
+            log(f"delivery {d.delid}: success: {_safe(text)}")
+            self.mark_done(job, d.offset)
+        elif letter == b"Z":
+            log(f"delivery {d.delid}: deferral: {_safe(text)}")
+        elif letter == b"D":
+            log(f"delivery {d.delid}: failure: {_safe(text)}")
+            self.add_bounce(job.msgid, d.recipient, text)
+            self.mark_done(job, d.offset)
+        else:
+            log(f"delivery {d.delid}: report mangled, will defer")
+        job.running -= 1
+        if not job.running and not job.pending and self.jobs.get(job.channel) is not job:
+            self.close_job(job, now)
+        self.log_status()
+
+    def mark_done(self, job, offset):
+        job.todo -= 1
+        path = hier.queue_file(self.queue, CHANNEL_DIRS[job.channel], job.msgid)
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, b"D", offset)
+            finally:
+                os.close(fd)
+        except OSError:
+            log(f"warning: trouble marking {path}; message will be delivered twice!")
+
+    def add_bounce(self, msgid, recipient, report):
+        path = hier.queue_file(self.queue, "bounce", msgid)
+        record = bounce.failure_record(recipient, report, self.rewriter.vdoms)
+        while True:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, record)
+                finally:
+                    os.close(fd)
+                return
+            except OSError:
+                log("alert: unable to append to bounce message; HELP! sleeping...")
+                time.sleep(10)
+
+    def close_job(self, job, now):
+        ch = job.channel
+        if job.todo <= 0:
+            path = hier.queue_file(self.queue, CHANNEL_DIRS[ch], job.msgid)
+            try:
+                os.unlink(path)
+            except OSError:
+                log(f"warning: unable to unlink {path}; will try again later")
+                heapq.heappush(self.pq[ch], (now + SLEEP_SYSFAIL / self.scale, job.msgid))
+                return
+            self.queued[ch].discard(job.msgid)
+            other = hier.queue_file(self.queue, CHANNEL_DIRS[1 - ch], job.msgid)
+            if not os.path.exists(other):
+                self.done.append(job.msgid)
+            return
+        heapq.heappush(self.pq[ch], (job.retry, job.msgid))
+
+    # --- finished messages ------------------------------------------------------------
+    def message_done(self, msgid):
+        """messdone(): inject the bounce, remove info/, ask qmail-clean for mess/ and intd/."""
+        q = self.queue
+        for kind in ("local", "remote", "todo"):
+            if os.path.exists(hier.queue_file(q, kind, msgid)):
+                return True
+        if not os.path.exists(hier.queue_file(q, "info", msgid)):
+            return True
+        if not self.inject_bounce(msgid):
+            return False
+        log(f"end msg {msgid}")
+        os.unlink(hier.queue_file(q, "info", msgid))
+        self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
+        if self.clean.recv(1) != b"+":
+            log(f"warning: qmail-clean unable to clean up foop/{msgid}")
+        return True
+
+    def inject_bounce(self, msgid):
+        path = hier.queue_file(self.queue, "bounce", msgid)
+        try:
+            with open(path, "rb") as f:
+                records = f.read()
+        except FileNotFoundError:
+            return True
+        _, sender = self.birth_and_sender(msgid)
+        with open(hier.queue_file(self.queue, "mess", msgid), "rb") as f:
+            message = f.read()
+        composed = bounce.compose(sender, records, message, self.controls.bounce)
+        if composed is None:
+            log(f"triple bounce: discarding {path}")
+        else:
+            from engine import qq
+            env_sender, recipient, text = composed
+            result = qq.submit(text, env_sender, [recipient])
+            err, qp = result if isinstance(result, tuple) else (result, None)
+            if err:
+                log("warning: trouble injecting bounce message, will try later")
+                return False
+            log(f"bounce msg {msgid}" + (f" qp {qp}" if qp else ""))
+        os.unlink(path)
+        return True
+
+    def cleanup_orphans(self, now):
+        """qmail-send's cleanup: mess files older than 36 h with neither info/ nor todo/ are removed."""
+        for sub in range(conf.SPLIT):
+            base = os.path.join(self.queue, "mess", str(sub))
+            for name in os.listdir(base):
+                if not name.isdigit():
+                    continue
+                msgid = int(name)
+                try:
+                    if now - os.stat(os.path.join(base, name)).st_mtime < OSSIFIED:
+                        continue
+                except FileNotFoundError:
+                    continue
+                if any(os.path.exists(hier.queue_file(self.queue, k, msgid)) for k in ("info", "todo")):
+                    continue
+                self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
+                if self.clean.recv(1) == b"+":
+                    log(f"warning: removed ossified message {msgid}")
+
+    # --- events -----------------------------------------------------------------------
+    def on_pool(self, conn, now):
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.lost_pool(conn, now)
+            return
+        for slot, letter, text in conn.feed(data):
+            d = conn.slots.pop(slot, None)
+            if d is None:
+                log("warning: internal error: delivery report out of range")
+                continue
+            self.finish_one(d, letter, text, now)
+
+    def lost_pool(self, conn, now):
+        self.sel.unregister(conn.sock)
+        conn.sock.close()
+        self.conns[conn.channel].remove(conn)
+        for d in list(conn.slots.values()):
+            log(f"alert: lost connection to the {CHANNEL_NAMES[conn.channel]} pool during delivery {d.delid}")
+            self.finish_one(d, b"Z", b"Delivery process died; will try again. (#4.3.0)", now)
+        conn.slots.clear()
+
+    def on_todo(self):
+        data = self.todo_conn.recv(65536)
+        if not data:
+            self.sel.unregister(self.todo_conn)
+            self.todo_conn.close()
+            self.todo_conn = None
+            return
+        self.todo_buf += data
+        *lines, self.todo_buf = self.todo_buf.split(b"\0")
+        for line in lines:
+            if line[:1] == b"D" and line[2:].isdigit():
+                self.pqadd(int(line[2:]))
+            elif line[:1] == b"L":
+                log(_safe(line[1:]))
+
+    def handle_hup(self):
+        self.controls.reload()
+        self.rewriter.reload()
+        if self.todo_conn is not None:
+            self.todo_conn.sendall(b"H")
+        for c in self.conns[LOCAL]:
+            if c.capacity and not c.slots:
+                c.sock.sendall(spawn.encode_request(spawn.HUP_SLOT, b"", b"", b""))
+        self.trim_local()
+
+    def trim_local(self):
+        """After HUP lowered concurrencylocal, close idle surplus connections."""
+        surplus = len(self.conns[LOCAL]) - self.controls.concurrency[LOCAL]
+        for c in [c for c in self.conns[LOCAL] if not c.slots][:max(0, surplus)]:
+            self.sel.unregister(c.sock)
+            c.sock.close()
+            self.conns[LOCAL].remove(c)
+
+    def handle_alrm(self):
+        for ch in (LOCAL, REMOTE):
+            self.pq[ch][:] = [(0, m) for _, m in self.pq[ch]]
+            heapq.heapify(self.pq[ch])
+
+    def run(self, send_listener):
+        for sig in (signal.SIGHUP, signal.SIGALRM, signal.SIGTERM):
+            signal.signal(sig, lambda s, f: self.signals.append(s))
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        self.sel.register(wake_r, selectors.EVENT_READ, ("wake", None))
+        self.sel.register(send_listener, selectors.EVENT_READ, ("listen", send_listener))
+        self.connect_clean()
+        self.scan_info()
+        last_connect = 0.0
+        last_cleanup = 0.0
+        while True:
+            now = self.clock()
+            while self.signals:
+                s = self.signals.pop(0)
+                if s == signal.SIGHUP:
+                    self.handle_hup()
+                elif s == signal.SIGALRM:
+                    self.handle_alrm()
+                elif s == signal.SIGTERM:
+                    self.exiting = True
+                    self.log_status()
+            if self.exiting and not self.in_use(LOCAL) and not self.in_use(REMOTE):
+                if self.todo_conn is not None:
+                    self.todo_conn.sendall(b"X")
+                return 0
+            if time.monotonic() - last_connect > 1.0:
+                self.connect_pools()
+                last_connect = time.monotonic()
+            if time.monotonic() - last_cleanup > CLEANUP_EVERY:
+                self.cleanup_orphans(now)
+                last_cleanup = time.monotonic()
+            while self.done:
+                msgid = self.done.pop(0)
+                if not self.message_done(msgid):
+                    heapq.heappush(self.pq[LOCAL], (now + SLEEP_SYSFAIL / self.scale, msgid))
+            self.start_deliveries(now)
+            timeout = self.timeout(now)
+            for key, _ in self.sel.select(timeout):
+                kind, obj = key.data
+                if kind == "wake":
+                    os.read(wake_r, 4096)
+                elif kind == "pool":
+                    self.on_pool(obj, self.clock())
+                elif kind == "todo":
+                    self.on_todo()
+                elif kind == "listen":
+                    self.accept_todo(obj)
+
+    def timeout(self, now):
+        t = 1.0
+        for ch in (LOCAL, REMOTE):
+            if self.pq[ch] and self.free_connection(ch):
+                t = min(t, max(0.0, self.pq[ch][0][0] - now))
+        return t
+
+
+def run_send(home, sockets, send_listener):
+    """Arbiter target for qmail-send."""
+    return Scheduler(home, sockets).run(send_listener)

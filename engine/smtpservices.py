@@ -1,0 +1,95 @@
+"""What an SMTP session needs from the rest of the system, in one place (engine.smtpd's `services`).
+
+submit: the queue — in-process through engine.queue (qmail-queue's steps
+and durability, no process spawned) or, when $QMAILQUEUE is set, through
+that program (engine.qq, custom exit-82 texts included). verify and
+authenticate: qmail-verify and auth_smtp against the directory. rbl_check
+and mx_exists: DNS through dnspython. exec_check: REJECTEXEC. tls_context:
+control/smtpcert with control/tlsciphers, TLS 1.2 or newer.
+"""
+
+import ipaddress
+import os
+import ssl
+
+from engine import execcheck, qdns
+
+CIPHERS = {  # libtls names qmail-ldap accepts, as OpenSSL cipher strings
+    "secure": "ECDHE+AESGCM:ECDHE+CHACHA20", "default": "ECDHE+AESGCM:ECDHE+CHACHA20",
+    "compat": "HIGH:!aNULL:!MD5", "legacy": "ALL:!aNULL", "insecure": "ALL:@SECLEVEL=0",
+    "all": "ALL:@SECLEVEL=0",
+}
+
+
+class Services:
+    def __init__(self, home):
+        self.home = home
+        self._my_ips = None
+        self._tls = {}
+
+    # --- queue --------------------------------------------------------------------------
+    async def submit(self, message, sender, recipients, extra_env=None, qmailqueue=None):
+        """K on success, else the D/Z text qmail-queue's caller would print.
+
+        extra_env (RELAYCLIENT, SMTPAUTHUSER) is what a $QMAILQUEUE program sees.
+        """
+        enc = lambda a: a.encode("utf-8", "surrogateescape")  # noqa: E731
+        if qmailqueue:
+            from engine import qq
+            env = {**os.environ, **(extra_env or {}), "QMAILQUEUE": qmailqueue}
+            text = qq.submit(message, enc(sender), [enc(r) for r in recipients], env=env)
+            text = text[0] if isinstance(text, tuple) else text
+            return "K" if not text else text
+        from engine import queue
+        try:
+            queue.enqueue(message, enc(sender), [enc(r) for r in recipients], home=self.home,
+                          invoked="network")
+        except queue.QueueError as e:
+            return e.text
+        return "K"
+
+    # --- directory ------------------------------------------------------------------------
+    async def verify(self, address):
+        from engine import verify
+        return await verify.check(self.home, address)
+
+    async def authenticate(self, user, password):
+        from engine import authsmtp
+        return await authsmtp.check(self.home, user, password)
+
+    # --- DNS ---------------------------------------------------------------------------
+    async def rbl_check(self, session, ip):
+        """The rbllist message of the first rejecting list, or None; addheader hits go to X-RBL headers."""
+        from engine import rbl
+        return await rbl.check(session, ip, session.c.rbllist)
+
+    async def mx_exists(self, domain):
+        from engine import rbl
+        return await rbl.mx_exists(domain)
+
+    def is_my_ip(self, text):
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        if self._my_ips is None:
+            self._my_ips = {ipaddress.ip_address(a) for a in qdns.local_ips()}
+        return ip in self._my_ips
+
+    # --- content -----------------------------------------------------------------------
+    def exec_check(self, message, signatures):
+        return execcheck.has_executable(message, signatures)
+
+    # --- TLS ---------------------------------------------------------------------------
+    def tls_context(self, controls):
+        key = (controls.smtpcert, controls.tlsciphers)
+        if key not in self._tls:
+            path = os.environ.get("SSLCERT") or controls.smtpcert
+            if not os.path.isabs(path):
+                path = os.path.join(self.home, path)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(path, path)
+            ctx.set_ciphers(CIPHERS.get(controls.tlsciphers.lower(), controls.tlsciphers))
+            self._tls[key] = ctx
+        return self._tls[key]

@@ -1,0 +1,72 @@
+"""qmail-verify: does a local address exist? (qmail-verify.c), for RCPTCHECK and SENDERCHECK.
+
+Answers ("K", ""), ("D", text) or ("Z", text) as the original's K / D<text> /
+Z<text> records: the qmail-lspawn lookup rounds in LDAP; accountStatus
+disabled or deleted are permanent refusals; too many entries or an LDAP
+failure are temporary with an empty text (qmail-smtpd then says `451 `);
+no entry and ldaplocaldelivery → users/cdb, then a real passwd user. A
+directory that cannot be reached at all — where qmail-verify exited
+without an answer and qmail-smtpd printed garbage — gives a fixed
+temporary text.
+"""
+
+from engine import control, getpw, qldap, users
+from engine.dirthread import DirectoryThread
+
+NO_HOST = "Sorry, address must include host name. (#5.1.3)"
+NO_MAILBOX = "Sorry, no mailbox here by that name. (#5.1.1)"
+DISABLED = "Mailaddress is administratively disabled. (#5.2.1)"
+UNREACHABLE = "temporary problem verifying the address (#4.3.0)"
+VERIFY_ATTRS = ["accountStatus"]
+
+_threads = {}
+
+
+def _thread(home):
+    if home not in _threads:
+        _threads[home] = DirectoryThread(home, login_fallback=True)
+    return _threads[home]
+
+
+def _lookup(directory, address):
+    """(kind, text) from the directory, or None when no entry matched."""
+    hit = directory.lookup(address, VERIFY_ATTRS)
+    if hit is None:
+        return None
+    status = hit[0].status()
+    if status == "disabled":
+        return "D", DISABLED
+    if status == "deleted":
+        return "D", NO_MAILBOX
+    return "K", ""
+
+
+def local_user_exists(home, local_part):
+    """users/cdb or a passwd user (never the alias fallback); Z text on trouble."""
+    try:
+        if users.lookup(local_part, home=home) is not None:
+            return True
+    except OSError:
+        raise LookupError("Trouble reading users/cdb in qmail-verify.") from None
+    return getpw.getpw(local_part, alias=False) is not None
+
+
+async def check(home, address):
+    at = address.rfind("@")
+    if at < 0:
+        return "D", NO_HOST
+    try:
+        found = await _thread(home).call(lambda d: _lookup(d, address))
+    except (qldap.SearchTimeout, qldap.BindTimeout, qldap.LdapAuth, control.ControlError):
+        return "Z", UNREACHABLE
+    except qldap.QldapError:
+        return "Z", ""
+    if found is not None:
+        return found
+    if control.read_int("ldaplocaldelivery", 1, home):
+        try:
+            if local_user_exists(home, address[:at]):
+                return "K", ""
+        except LookupError as e:
+            return "Z", str(e)
+    return "D", NO_MAILBOX

@@ -1,0 +1,137 @@
+"""qmail-ldaplookup run as a program against the test slapd."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from support.ldapenv import fresh_domain, point_at, write_control
+from support.slapd import ROOTDN, ROOTPW, add_user, free_port
+from support.slapd import slapd  # noqa: F401
+
+USER = dict(homeDirectory="/home/u", mailMessageStore="./Maildir/", qmailUID=1000, qmailGID=1001)
+
+
+@pytest.fixture
+def home(qmailhome, slapd):  # noqa: F811
+    return point_at(qmailhome, slapd)
+
+
+def run(home, *args):
+    env = dict(os.environ, QMAILHOME=home)
+    return subprocess.run([sys.executable, "-m", "engine.ldaplookup", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_mail_lookup_prints_entry_round_and_delivery(home, slapd):  # noqa: F811
+    dom = fresh_domain("lk")
+    dn = add_user(slapd, f"joe.{dom}", f"joe@{dom}", mailAlternateAddress=[f"jd@{dom}"],
+                  mailForwardingAddress=["a:b@x.example"], mailQuotaSize=1000,
+                  deliveryMode=["reply"], mailReplyText="gone", **USER)
+    r = run(home, "-m", f"JD@{dom}")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert f"Searching ldap for: (|(mail=JD@{dom})(mailAlternateAddress=JD@{dom}))\n" \
+           f"under dn: {slapd.suffix}\nFound 1 entry:\n" in out
+    assert f"dn: {dn}\n-------------------------------------------------------\n" in out
+    assert f"mail: joe@{dom}\n" in out and f"mailAlternateAddress: jd@{dom}\n" in out
+    assert "accountStatus: undefined -> active" in out
+    assert f"matched round 1: JD@{dom} (exact address" in out
+    assert f"delivery: qmail-local as joe.{dom} uid 1000 gid 1001\nhome: /home/u\naliasempty: ./Maildir/" in out
+    assert "env QMAILFORWARDS=a\\:b@x.example" in out and "env MAILDIRQUOTA=1000S" in out
+    assert "env QMAILMODE=reply" in out and "env QMAILREPLYTEXT=gone" in out
+    assert "mailReplyText:\n=== begin ===\ngone\n=== end ===" in out
+
+
+def test_catchall_rounds_are_shown(home, slapd):  # noqa: F811
+    dom = fresh_domain("lk")
+    add_user(slapd, f"cat.{dom}", f"a-catchall@{dom}", **USER)
+    r = run(home, "-m", f"a-b-c@{dom}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("No entries found.") == 2
+    assert f"(|(mail=a-b-catchall@{dom})(mailAlternateAddress=a-b-catchall@{dom}))" in r.stdout
+    assert f"matched round 3: a-catchall@{dom} (catchall; dash '-', ext 'b-c')" in r.stdout
+    assert "dash: '-' ext: 'b-c'" in r.stdout
+
+
+def test_nothing_found(home):
+    dom = fresh_domain("lk")
+    r = run(home, "-m", f"nobody@{dom}")
+    assert r.returncode == 0
+    assert r.stdout.count("No entries found.") == 2 and "\ndn: " not in r.stdout
+
+
+def test_disabled_account_shows_the_bounce(home, slapd):  # noqa: F811
+    dom = fresh_domain("lk")
+    add_user(slapd, f"dis.{dom}", f"dis@{dom}", accountStatus="disabled", **USER)
+    r = run(home, "-m", f"dis@{dom}")
+    assert r.returncode == 0
+    assert "accountStatus: disabled" in r.stdout
+    assert "qmail-lspawn answers DMailaddress is administratively disabled. (#5.2.1)" in r.stdout
+
+
+def test_too_many(home, slapd):  # noqa: F811
+    dom = fresh_domain("lk")
+    add_user(slapd, f"d1.{dom}", f"dup@{dom}", **USER)
+    add_user(slapd, f"d2.{dom}", f"dup@{dom}", **USER)
+    r = run(home, "-m", f"dup@{dom}")
+    assert "Found 2 entries:\nUh-oh: multiple entries found but should be unique!" in r.stdout
+
+
+def test_filter_mode(home, slapd):  # noqa: F811
+    dom = fresh_domain("lk")
+    add_user(slapd, f"f1.{dom}", f"f1@{dom}", **USER)
+    add_user(slapd, f"f2.{dom}", f"f2@{dom}", **USER)
+    r = run(home, "-f", f"(mail=*@{dom})")
+    assert r.returncode == 0 and "Found 2 entries:" in r.stdout and "Uh-oh" not in r.stdout
+
+
+def test_uid_with_password(home, slapd):  # noqa: F811
+    dom = fresh_domain("lk")
+    dn = add_user(slapd, f"pw.{dom}", f"pw@{dom}", **USER)
+    slapd.conn().passwd_s(dn, None, "s3cret")  # slapd stores it as {SSHA}
+    write_control(home, "ldaplogin", ROOTDN)  # userPassword is readable by the rootdn
+    write_control(home, "ldappassword", ROOTPW)
+    ok = run(home, "-u", f"pw.{dom}", "-p", "s3cret")
+    assert ok.returncode == 0, ok.stderr
+    assert f"Searching ldap for: (uid=pw.{dom})" in ok.stdout
+    assert "PASSWORD COMPARE was successful." in ok.stdout
+    bad = run(home, "-u", f"pw.{dom}", "-p", "wrong")
+    assert "PASSWORD COMPARE was NOT successful.\n\terror was: authorization failed, wrong password" \
+        in bad.stdout
+    write_control(home, "ldaprebind", "1")
+    write_control(home, "ldaplogin", "")
+    write_control(home, "ldappassword", "")
+    assert "PASSWORD COMPARE was successful." in run(home, "-u", f"pw.{dom}", "-p", "s3cret").stdout
+    assert "PASSWORD COMPARE was NOT successful." in run(home, "-u", f"pw.{dom}", "-p", "x").stdout
+
+
+def test_bind_dn_option(home, slapd):  # noqa: F811
+    dom = fresh_domain("lk")
+    add_user(slapd, f"b.{dom}", f"b@{dom}", **USER)
+    assert run(home, "-D", ROOTDN, "-w", ROOTPW, "-m", f"b@{dom}").returncode == 0
+    r = run(home, "-D", ROOTDN, "-w", "wrong", "-m", f"b@{dom}")
+    assert r.returncode == 111
+    assert r.stderr == ("qmail-ldaplookup: fatal: Unable to login into LDAP server, "
+                        f"bad credentials. (#4.4.3) (127.0.0.1:{slapd.port}: Invalid credentials)\n")
+
+
+def test_unreachable_directory_exits_111(home):
+    write_control(home, "ldapserver", f"127.0.0.1:{free_port()}")
+    r = run(home, "-m", "x@y.example")
+    assert r.returncode == 111
+    assert r.stderr.startswith("qmail-ldaplookup: fatal: Unable to contact LDAP server. (#4.4.3)")
+    assert r.stderr.count("\n") == 1
+
+
+def test_missing_ldapserver_exits_111(qmailhome):
+    r = run(qmailhome, "-m", "x@y.example")
+    assert r.returncode == 111 and "unable to read controls" in r.stderr and "ldapserver" in r.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["-m", "a@b", "-u", "x"], ["-w", "pw", "-m", "a@b"],
+                                  ["-m", "a@b", "extra"], ["-x"]])
+def test_usage(home, args):
+    r = run(home, *args)
+    assert r.returncode == 1 and r.stderr.startswith("usage:")

@@ -1,0 +1,366 @@
+"""qmail-smtpd against real clients on a running master: reply lines of spec 5.3, check order, relay control.
+
+One master serves every test; the client's source address (127.0.0.N) picks the
+tcprules environment, as tcpserver would, so each test sees its own settings.
+"""
+
+import base64
+import os
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+from support.master import Master
+from support.ports import free_port
+from support.slapd import add_user, slapd  # noqa: F401
+from support.smtpclient import Dialogue
+from support.users import delivered, make_users
+
+ME = "testhost.example.org"
+RULES = """\
+127.0.0.2:allow,RELAYCLIENT=""
+127.0.0.3:allow,SANITYCHECK="",NOBOUNCE="",BLOCKRELAYPROBE="",MAXRCPTCOUNT="3"
+127.0.0.4:allow,550GREETING=""
+127.0.0.5:allow,421GREETING="Try again later (#4.3.2)"
+127.0.0.6:allow,SMTPAUTH=""
+127.0.0.7:allow,RCPTCHECK=""
+127.0.0.8:deny
+127.0.0.9:allow,SMTPAUTH="",AUTHREQUIRED=""
+127.0.0.10:allow,DATABYTES="1000"
+127.0.0.11:allow,SMTP550DISCONNECT=""
+127.0.0.12:allow,RELAYCLIENT="-relayed"
+127.0.0.13:allow,SENDERCHECK="STRICT"
+127.0.0.15:allow,SMTPAUTH="TLSREQUIRED"
+127.0.0.16:allow,RCPTCHECK="",LDAPSOFTOK=""
+"""
+
+
+def write(home, name, text):
+    with open(os.path.join(home, "control", name), "w") as f:
+        f.write(text)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, slapd):  # noqa: F811
+    base = tmp_path_factory.mktemp("smtp")
+    from support.qmailhome import make_qmailhome
+    home = make_qmailhome(str(base / "qmail"), me=ME)
+    users = make_users(home, str(base / "home"), ["alice", "bob"])
+    port = free_port()
+    write(home, "smtplisten", f"127.0.0.1:{port}\n")
+    write(home, "smtpworkers", "1\n")
+    write(home, "smtprules", RULES)
+    write(home, "rcpthosts", "example.test\n.sub.example.test\n")
+    write(home, "badmailfrom", "bad@spam.test\n@spam2.test\nbaduser@\n")
+    write(home, "badrcptto", "nobody@example.test\n@blocked.example.test\n")
+    write(home, "relaymailfrom", "relay@trusted.test\n")
+    write(home, "goodmailaddr", "postmaster@example.test\n")
+    cert = os.path.join(home, "control", "smtpcert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={ME}", "-keyout", cert, "-out", cert + ".crt"],
+                   check=True, capture_output=True)
+    with open(cert, "a") as f, open(cert + ".crt") as c:
+        f.write(c.read())
+    write(home, "smtpcert", cert + "\n")
+    write(home, "ldapserver", f"{slapd.hostport}\n")
+    write(home, "ldapbasedn", f"{slapd.suffix}\n")
+    write(home, "ldaplocaldelivery", "1\n")
+    add_user(slapd, "smtpuser", "smtpuser@example.test", userPassword="s3cret",
+             mailMessageStore=users["bob"] + "/")
+    add_user(slapd, "gone", "gone@example.test", accountStatus="deleted", mailMessageStore="/nonexistent/")
+    add_user(slapd, "off", "off@example.test", accountStatus="disabled", mailMessageStore="/nonexistent/")
+    add_user(slapd, "locked", "locked@example.test", accountStatus="noaccess", userPassword="s3cret",
+             mailMessageStore=users["bob"] + "/")
+    m = Master(home).start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield {"home": home, "port": port, "users": users, "master": m}
+    m.stop()
+
+
+def dial(server, source="127.0.0.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", server["port"]))
+    d = Dialogue.__new__(Dialogue)
+    d.sock, d.buf = s, b""
+    s.settimeout(10)
+    return d
+
+
+def test_greeting_helo_ehlo_and_simple_verbs(server):
+    d = dial(server)
+    assert d.read_reply() == f"220 {ME} ESMTP "
+    assert d.cmd("HELO client.example") == f"250 {ME} "
+    ehlo = d.cmd("EHLO client.example").split("\n")
+    assert ehlo == [f"250-{ME} ", "250-PIPELINING", "250-DATAZ", "250-STARTTLS", "250 8BITMIME"]
+    assert d.cmd("NOOP") == "250 ok"
+    assert d.cmd("VRFY joe") == "252 send some mail, i'll try my best"
+    assert d.cmd("HELP") == ("214-qmail home page: http://pobox.com/~djb/qmail.html\n"
+                             "214 qmail-ldap patch home page: http://www.nrg4u.com")
+    assert d.cmd("RSET") == "250 flushed"
+    assert d.cmd("FOO bar") == "502 unimplemented (#5.5.1)"
+    assert d.cmd("RCPT TO:<alice@example.test>") == "503 MAIL first (#5.5.1)"
+    assert d.cmd("DATA") == "503 MAIL first (#5.5.1)"
+    assert d.cmd("MAIL FROM:<a@b.test>") == "250 ok"
+    assert d.cmd("DATA") == "503 RCPT first (#5.5.1)"
+    assert d.cmd("MAIL FROM:") == "555 syntax error (#5.5.4)"
+    assert d.cmd("AUTH LOGIN") == "502 unimplemented (#5.5.1)"
+    assert d.cmd("QUIT") == f"221 {ME} Goodbye."
+    assert d.closed()
+
+
+def test_mail_is_queued_and_delivered_with_received_line(server):
+    with smtplib.SMTP("127.0.0.1", server["port"]) as c:
+        code, text = c.ehlo("client.example")
+        c.sendmail("sender@remote.test", ["alice@example.test"], "Subject: hi\r\n\r\nhello\r\n..dot\r\n")
+    m = server["master"]
+    m.wait_for(lambda: delivered(server["users"]["alice"]), 30, "delivery to alice")
+    with open(delivered(server["users"]["alice"])[-1], "rb") as f:
+        msg = f.read().decode()
+    assert "Received: from localhost (HELO client.example) ([127.0.0.1])\n" in msg
+    assert "          (envelope-sender <sender@remote.test>)\n" in msg
+    assert f"          by {ME} (qmail-ldap-1.03) with SMTP\n          for <alice@example.test>; " in msg
+    assert msg.endswith("Subject: hi\n\nhello\n.dot\n")
+
+
+def test_accept_reply_names_time_qp_and_me(server):
+    d = dial(server)
+    d.read_reply()
+    d.cmd("HELO x")
+    d.cmd("MAIL FROM:<s@remote.test>")
+    assert d.cmd("RCPT TO:<alice@example.test>") == "250 ok"
+    assert d.cmd("DATA") == "354 go ahead punk, make my day"
+    reply = d.cmd("Subject: x\r\n\r\nbody\r\n.")
+    assert reply.startswith("250 ok ") and f" qp " in reply and reply.endswith(f" by {ME}")
+
+
+RELAY_CASES = [
+    "victim@elsewhere.test", "victim%elsewhere.test@example.test", "victim@elsewhere.test@example.test",
+    "\"victim@elsewhere.test\"@example.test", "victim@[192.0.2.1]", "@example.test:victim@elsewhere.test",
+    "victim@elsewhere.test.", "VICTIM@ELSEWHERE.TEST", "elsewhere.test!victim", "victim@example.test.evil.test",
+    "victim@sub.example.test.evil.test", "victim@notexample.test", "victim@[127.0.0.1]x",
+    "victim@example.testx", "<victim@elsewhere.test>", "victim@elsewhere.test\" \"",
+    "victim@elsewhere.test>", "victim @elsewhere.test", "victim@.elsewhere.test",
+    "victim@elsewhere..test", "\\\"victim\\\"@elsewhere.test", "victim@ELSEWHERE.test",
+    "victim@x.sub.example.test.elsewhere.test", "victim%example.test@elsewhere.test",
+    "example.test!victim@elsewhere.test",
+]
+
+
+@pytest.mark.parametrize("rcpt", RELAY_CASES)
+def test_no_open_relay(server, rcpt):
+    for sender in ("<a@elsewhere.test>", "<>", "<postmaster@example.test>"):
+        d = dial(server)
+        d.read_reply()
+        d.cmd("HELO x")
+        assert d.cmd(f"MAIL FROM:{sender}") == "250 ok"
+        reply = d.cmd(f"RCPT TO:<{rcpt}>")
+        if reply == "250 ok":
+            pytest.fail(f"relayed to {rcpt!r} with sender {sender}")
+        assert reply.startswith("553 sorry, relaying denied from your location [127.0.0.1]") or \
+            reply == "555 syntax error (#5.5.4)" or reply.startswith("553 sorry, mail to that recipient")
+        d.close()
+
+
+def test_local_and_rcpthosts_suffix_are_accepted(server):
+    d = dial(server)
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@elsewhere.test>")
+    assert d.cmd("RCPT TO:<bob@example.test>") == "250 ok"
+    assert d.cmd("RCPT TO:<x@deep.sub.example.test>") == "250 ok"
+    assert d.cmd("RCPT TO:<postmaster>") == "250 ok"
+
+
+def test_relayclient_and_its_suffix(server):
+    d = dial(server, "127.0.0.2")
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@elsewhere.test>")
+    assert d.cmd("RCPT TO:<victim@elsewhere.test>") == "250 ok"
+    d = dial(server, "127.0.0.12")
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@elsewhere.test>")
+    assert d.cmd("RCPT TO:<x@elsewhere.test>") == "250 ok"
+
+
+def test_relaymailfrom_allows_relaying_until_rset(server):
+    d = dial(server)
+    d.read_reply()
+    d.cmd("MAIL FROM:<relay@trusted.test>")
+    assert d.cmd("RCPT TO:<x@elsewhere.test>") == "250 ok"
+    assert d.cmd("RSET") == "250 flushed"
+    d.cmd("MAIL FROM:<other@trusted.test>")
+    assert d.cmd("RCPT TO:<x@elsewhere.test>").startswith("553 sorry, relaying denied")
+
+
+def test_badmailfrom_forms_and_badrcptto(server):
+    d = dial(server)
+    d.read_reply()
+    for sender in ("bad@spam.test", "BAD@SPAM.TEST", "x@spam2.test", "baduser@anywhere.test"):
+        assert d.cmd(f"MAIL FROM:<{sender}>") == "553 sorry, your mail was administratively denied. (#5.7.1)"
+    d.cmd("MAIL FROM:<ok@elsewhere.test>")
+    assert d.cmd("RCPT TO:<nobody@example.test>") == "553 sorry, mail to that recipient is not accepted (#5.7.1)"
+    assert d.cmd("RCPT TO:<a@blocked.example.test>") == \
+        "553 sorry, mail to that recipient is not accepted (#5.7.1)"
+
+
+def test_sanity_nobounce_relayprobe_maxrcpt(server):
+    d = dial(server, "127.0.0.3")
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<>") == "554 RFC2821 bounces are administratively denied"
+    assert d.cmd("MAIL FROM:<nodomain>") == "554 mailfrom without @ is administratively denied"
+    assert d.cmd("MAIL FROM:<@x.test>") == "554 mailfrom without user or domain part is administratively denied"
+    assert d.cmd("MAIL FROM:<a@localhost>") == "554 mailfrom without . in domain part is administratively denied"
+    assert d.cmd("MAIL FROM:<a@sane.test>") == "250 ok"
+    assert d.cmd("RCPT TO:<a%b@example.test>") == "553 sorry, we don't relay for [127.0.0.3] (#5.7.1)"
+    for i in range(3):
+        assert d.cmd(f"RCPT TO:<u{i}@example.test>") == "250 ok"
+    assert d.cmd("RCPT TO:<u4@example.test>") == "553 sorry, too many recipients (#5.7.1)"
+
+
+def test_bounce_with_two_recipients(server):
+    d = dial(server)
+    d.read_reply()
+    d.cmd("MAIL FROM:<>")
+    assert d.cmd("RCPT TO:<alice@example.test>") == "250 ok"
+    assert d.cmd("RCPT TO:<bob@example.test>") == \
+        "550 sorry, I don't accept bounce messages with more than one recipient. Go read RFC2821. (#5.7.1)"
+
+
+def test_550_and_421_greetings(server):
+    d = dial(server, "127.0.0.4")
+    assert d.read_reply() == f"554 {ME} Sorry, your mail was administratively denied. (#5.7.1)"
+    assert d.cmd("HELO x") == "503 bad sequence of commands (#5.5.1)"
+    assert d.cmd("MAIL FROM:<a@b.test>") == "503 bad sequence of commands (#5.5.1)"
+    assert d.cmd("QUIT") == f"221 {ME} Goodbye."
+    d = dial(server, "127.0.0.5")
+    assert d.read_reply() == f"421 {ME} Try again later (#4.3.2)"
+    assert d.cmd("EHLO x") == "421 Service temporarily not available (#4.3.2)"
+
+
+def test_denied_client_is_dropped(server):
+    d = dial(server, "127.0.0.8")
+    assert d.closed()
+
+
+def test_databytes_size_and_data(server):
+    d = dial(server, "127.0.0.10")
+    d.read_reply()
+    assert "250-SIZE 1000" in d.cmd("EHLO x")
+    assert d.cmd("MAIL FROM:<a@b.test> SIZE=1001") == \
+        "552 sorry, that message size exceeds my databytes limit (#5.3.4)"
+    assert d.cmd("MAIL FROM:<a@b.test> SIZE=999") == "250 ok"
+    d.cmd("RCPT TO:<alice@example.test>")
+    d.cmd("DATA")
+    assert d.cmd("Subject: big\r\n\r\n" + "x" * 1200 + "\r\n.") == \
+        "552 sorry, that message size exceeds my databytes limit (#5.3.4)"
+
+
+def test_hop_count_and_bare_lf(server):
+    d = dial(server)
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@b.test>")
+    d.cmd("RCPT TO:<alice@example.test>")
+    d.cmd("DATA")
+    assert d.cmd("Received: x\r\n" * 100 + "\r\nbody\r\n.") == "554 too many hops, this message is looping (#5.4.6)"
+    d.cmd("MAIL FROM:<a@b.test>")
+    d.cmd("RCPT TO:<alice@example.test>")
+    d.cmd("DATA")
+    d.send(b"Subject: x\r\n\r\nbare\nlf\r\n.\r\n")
+    assert d.read_reply() == "451 See http://pobox.com/~djb/docs/smtplf.html."
+    assert d.closed()
+
+
+def test_smtp550disconnect(server):
+    d = dial(server, "127.0.0.11")
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<bad@spam.test>") == "553 sorry, your mail was administratively denied. (#5.7.1)"
+    assert d.closed()
+
+
+def test_rcptcheck_against_the_directory(server):
+    d = dial(server, "127.0.0.7")
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@elsewhere.test>")
+    assert d.cmd("RCPT TO:<smtpuser@example.test>") == "250 ok"
+    assert d.cmd("RCPT TO:<alice@example.test>") == "250 ok", "users/assign via ldaplocaldelivery"
+    assert d.cmd("RCPT TO:<nosuchuser@example.test>") == "554 Sorry, no mailbox here by that name. (#5.1.1)"
+    assert d.cmd("RCPT TO:<gone@example.test>") == "554 Sorry, no mailbox here by that name. (#5.1.1)"
+    assert d.cmd("RCPT TO:<off@example.test>") == "554 Mailaddress is administratively disabled. (#5.2.1)"
+    assert d.cmd("RCPT TO:<postmaster@example.test>") == "250 ok", "goodmailaddr"
+    assert d.cmd("RCPT TO:<x@deep.sub.example.test>") == "250 ok", "not local: not verified"
+
+
+def test_sendercheck_strict(server):
+    d = dial(server, "127.0.0.13")
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<a@elsewhere.test>") == \
+        "554 refused mailfrom because valid local sender address required"
+    assert d.cmd("MAIL FROM:<nosuch@example.test>") == "554 Sorry, no mailbox here by that name. (#5.1.1)"
+    assert d.cmd("MAIL FROM:<smtpuser@example.test>") == "250 ok"
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def test_auth_plain_login_and_relaying(server):
+    d = dial(server, "127.0.0.6")
+    d.read_reply()
+    assert "250-AUTH LOGIN PLAIN" in d.cmd("EHLO x")
+    assert d.cmd("AUTH CRAM-MD5") == "504 authentication type not supported"
+    assert d.cmd("AUTH PLAIN " + b64("\0smtpuser\0wrong")) == "535 authentication failure"
+    assert d.cmd("AUTH PLAIN " + b64("\0locked\0s3cret")) == "454 temporary authentication failure (#4.3.0)"
+    assert d.cmd("AUTH LOGIN") == "334 VXNlcm5hbWU6"
+    assert d.cmd("*") == "501 authentication exchange aborted. (#4.3.0)"
+    assert d.cmd("AUTH LOGIN " + b64("smtpuser")) == "334 UGFzc3dvcmQ6"
+    assert d.cmd(b64("s3cret")) == "235 nice to meet you"
+    assert d.cmd("AUTH PLAIN " + b64("\0smtpuser\0s3cret")) == "503 you are already authenticated"
+    d.cmd("MAIL FROM:<smtpuser@example.test>")
+    assert d.cmd("RCPT TO:<far@elsewhere.test>") == "250 ok"
+
+
+def test_authrequired(server):
+    d = dial(server, "127.0.0.9")
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<a@b.test>") == "530 authentication needed"
+    assert d.cmd("AUTH PLAIN " + b64("\0smtpuser\0s3cret")) == "235 nice to meet you"
+    assert d.cmd("MAIL FROM:<a@b.test>") == "250 ok"
+
+
+def test_starttls_hides_auth_until_tls_and_drops_injected_plaintext(server):
+    import ssl
+    d = dial(server, "127.0.0.15")
+    d.read_reply()
+    ehlo = d.cmd("EHLO x")
+    assert "250-STARTTLS" in ehlo and "AUTH" not in ehlo
+    assert d.cmd("AUTH PLAIN " + b64("\0smtpuser\0s3cret")).startswith(
+        "538 Encryption required for requested authentication mechanism")
+    d2 = dial(server, "127.0.0.15")
+    d2.read_reply()
+    d2.send("STARTTLS\r\nRSET\r\n")
+    assert d2.read_reply() == "220 ready for tls"
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    tls = ctx.wrap_socket(d2.sock)
+    d2.sock, d2.buf = tls, b""
+    ehlo = d2.cmd("EHLO x")
+    assert "250-AUTH LOGIN PLAIN" in ehlo and "STARTTLS" not in ehlo
+    assert d2.cmd("NOOP") == "250 ok", "the pipelined RSET was discarded, not answered"
+    assert d2.cmd("AUTH PLAIN " + b64("\0smtpuser\0s3cret")) == "235 nice to meet you"
+
+
+def test_smtplib_starttls_and_login(server):
+    with smtplib.SMTP("127.0.0.1", server["port"], source_address=("127.0.0.15", 0)) as c:
+        c.starttls()
+        c.login("smtpuser", "s3cret")
+        c.sendmail("smtpuser@example.test", ["far@elsewhere.test"], "Subject: tls\r\n\r\nx\r\n")
