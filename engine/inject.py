@@ -34,6 +34,7 @@ import sys
 import time
 
 from engine import conf, control, hfield, qq
+from engine.quote import quote2, quote_need
 from engine import token822 as tk
 from engine.sgetopt import getopt
 
@@ -233,7 +234,7 @@ class Inject:
     # -- addresses ----------------------------------------------------------
     def set_sender_option(self, arg):
         """-f: the envelope sender, rewritten like any address."""
-        quoted = tk.quote2(arg)
+        quoted = quote2(arg)
         try:
             addr = tk.parse(quoted)
         except tk.ParseError:
@@ -244,7 +245,7 @@ class Inject:
 
     def add_recipient(self, arg):
         try:
-            addr = tk.parse(tk.quote2(arg))
+            addr = tk.parse(quote2(arg))
         except tk.ParseError:
             raise perm(b"unable to parse address: " + arg + b"\n") from None
         addr.reverse()
@@ -307,7 +308,7 @@ class Inject:
         named = o.fullname is not None and not o.name_comment
         if named:
             toks += [(tk.QUOTE, o.fullname), (tk.LEFT, b"")]
-        toks.append((tk.QUOTE if tk.quote_need(o.mailuser) else tk.ATOM, o.mailuser))
+        toks.append((tk.QUOTE if quote_need(o.mailuser) else tk.ATOM, o.mailuser))
         if o.mailhost is not None:
             toks += [(tk.AT, b""), (tk.ATOM, o.mailhost)]
         if named:
@@ -352,7 +353,7 @@ class Inject:
         if self.sender is None:
             self._default_return_path()
         if not self.queue:
-            self.put(b"Return-Path: <" + tk.quote2(self.sender) + b">\n")
+            self.put(b"Return-Path: <" + quote2(self.sender) + b">\n")
         else:
             if not self.envelope_recipients():
                 raise perm(b"no recipients\n")
@@ -385,7 +386,7 @@ class Inject:
             return
         if not any(addr.lower() in self.mft for addr in self.tocclist):
             return
-        quoted = [tk.quote2(addr) for addr in reversed(self.tocclist)]
+        quoted = [quote2(addr) for addr in reversed(self.tocclist)]
         self.put(b"Mail-Followup-To: " + b",\n  ".join(quoted) + b"\n")
 
     def finish(self):

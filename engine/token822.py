@@ -1,12 +1,12 @@
-"""RFC 822 address tokens (qmail's token822.c and quote.c), as qmail-inject uses them.
+"""RFC 822 address tokens (qmail's token822.c), as qmail-inject uses them.
 
 A token is a (type, bytes) pair. parse() splits a header line into tokens;
 addrlist() walks an address list right to left (how qmail reads RFC 822
 lists), hands each address to a callback as a *reversed* token list the
 callback may rewrite in place, and returns the rebuilt field; unparse()
 prints tokens back, folding address lists at commas to fit `linelen`;
-unquote() flattens an address to the envelope form. quote2() is quote.c's
-quoting of an envelope address for a header or for parse().
+unquote() flattens an address to the envelope form. (quote.c lives in
+engine.quote.)
 """
 
 ATOM, QUOTE, LITERAL, COMMENT, LEFT, RIGHT, AT, COMMA, SEMI, COLON, DOT = range(1, 12)
@@ -241,34 +241,3 @@ def addrlist(tokens, callback):
     out.extend(reversed(tokens[:min(len(tokens), begin)]))
     out.reverse()
     return out
-
-
-# quote.c: characters allowed unquoted in the local part of an address
-_QUOTE_OK = frozenset(b"!#$%&'*+-/0123456789=?ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~.")
-
-
-def quote_need(s):
-    if not s or any(ch not in _QUOTE_OK for ch in s):
-        return True
-    return s.startswith(b".") or s.endswith(b".") or b".." in s
-
-
-def quote(s):
-    if not quote_need(s):
-        return s
-    out = bytearray(b'"')
-    for ch in s:
-        if ch in b'\r\n"\\':
-            out.append(ord("\\"))
-        out.append(ch)
-    return bytes(out + b'"')
-
-
-def quote2(s):
-    """quote.c quote2: quote the part before the last '@' if it needs it."""
-    if not s:
-        return s
-    at = s.rfind(b"@")
-    if at < 0:
-        return quote(s)
-    return quote(s[:at]) + s[at:]

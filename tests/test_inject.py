@@ -376,14 +376,6 @@ def test_token822_parse_unparse_examples():
             tk.parse(bad)
 
 
-def test_quote2():
-    assert tk.quote2(b"joe@x") == b"joe@x"
-    assert tk.quote2(b"a b@x") == b'"a b"@x'
-    assert tk.quote2(b'a"b') == b'"a\\"b"'
-    assert tk.quote2(b".joe@x") == b'".joe"@x'
-    assert tk.quote2(b"") == b""
-
-
 def test_hfield_known_and_valid():
     assert hfield.known(b"TO :x") == hfield.TO
     assert hfield.known(b"resent-message-id: x") == hfield.R_MESSAGEID
@@ -409,3 +401,22 @@ def test_unparse_output_reparses_to_the_same_addresses(text):
     again = []
     tk.addrlist(tk.parse(tk.unparse(toks, 80)), lambda addr: again.append(tk.unquote(addr[::-1])))
     assert again == first
+
+
+# -- end to end ---------------------------------------------------------------------------
+
+def test_message_lands_in_the_real_queue(inject, qmailhome):
+    """No QMAILQUEUE: the installed qmail-queue (engine.queue) gets the message."""
+    r = inject(["-f", "snd@x.org"], b"To: alice@example.com\nSubject: e2e\n\nhello\n",
+               env={"QMAILQUEUE": None})
+    assert (r.rc, r.stderr) == (0, b"")
+    queue = os.path.join(qmailhome, "queue")
+    todo = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(queue, "todo")) for f in files]
+    assert len(todo) == 1
+    with open(todo[0], "rb") as f:
+        assert f.read().endswith(b"\0Fsnd@x.org\0Talice@example.com\0")
+    mess = os.path.join(queue, "mess", os.path.basename(os.path.dirname(todo[0])), os.path.basename(todo[0]))
+    with open(mess, "rb") as f:
+        text = f.read()
+    assert text.startswith(b"Received: (qmail ")
+    assert text.endswith(b"To: alice@example.com\nSubject: e2e\n\nhello\n")
