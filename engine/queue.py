@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 
-from engine import conf, control, hier
+from engine import conf, control, hier, qq
 from engine.date822 import date822
 
 ADDR_MAX = 1003          # an envelope address of this length or more: exit 11
@@ -45,33 +45,6 @@ EXIT_TODO_LINK = 66
 EXIT_BUG = 81
 EXIT_FORMAT = 91
 
-# qmail.c's qmail_close texts: what every injector prints after 451/554 (D permanent, Z temporary)
-EXIT_TEXTS = {
-    0: "",
-    11: "Denvelope address too long for qq (#5.1.3)",
-    31: "Dmail server permanently rejected message (#5.3.0)",
-    51: "Zqq out of memory (#4.3.0)",
-    52: "Zqq timeout (#4.3.0)",
-    53: "Zqq write error or disk full (#4.3.0)",
-    54: "Zqq read error (#4.3.0)",
-    55: "Zqq unable to read configuration (#4.3.0)",
-    56: "Zqq trouble making network connection (#4.3.0)",
-    61: "Zqq trouble in home directory (#4.3.0)",
-    62: "Zqq trouble creating files in queue (#4.3.0)",
-    63: "Zqq trouble creating files in queue (#4.3.0)",
-    64: "Zqq trouble creating files in queue (#4.3.0)",
-    65: "Zqq trouble creating files in queue (#4.3.0)",
-    66: "Zqq trouble creating files in queue (#4.3.0)",
-    71: "Zmail server temporarily rejected message (#4.3.0)",
-    72: "Zconnection to mail server timed out (#4.4.1)",
-    73: "Zconnection to mail server rejected (#4.4.1)",
-    74: "Zcommunication with mail server failed (#4.4.2)",
-    81: "Zqq internal bug (#4.3.0)",
-    91: "Zqq internal bug (#4.3.0)",
-    115: "Denvelope address too long for qq (#5.1.3)",
-    120: "Zunable to exec qq (#4.3.0)",
-}
-
 # what the program says on stderr for each exit (one line naming the problem)
 _WHY = {
     EXIT_ADDR_TOO_LONG: "envelope address too long", EXIT_TIMEOUT: "timed out after a day",
@@ -84,12 +57,8 @@ _WHY = {
 
 
 def exit_text(code):
-    """qmail_close(): the D/Z text for a queue program's exit code."""
-    if code in EXIT_TEXTS:
-        return EXIT_TEXTS[code]
-    if 11 <= code <= 40:
-        return "Dqq permanent problem (#5.3.0)"
-    return "Zqq temporary problem (#4.3.0)"
+    """qmail_close(): the D/Z text a caller reports for this exit code (engine.qq's table)."""
+    return qq.result_text(code)
 
 
 class QueueError(Exception):
