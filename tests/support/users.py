@@ -21,6 +21,7 @@ def make_users(home, base, names, domain="example.test"):
         os.chmod(os.path.join(uhome, "Maildir"), 0o700)
         maildirs[name] = os.path.join(uhome, "Maildir")
         lines.append(f"={name}:{name}:{os.getuid()}:{os.getgid()}:{uhome}:::")
+        lines.append(f"+{name}-:{name}:{os.getuid()}:{os.getgid()}:{uhome}:-::")
     with open(os.path.join(home, "users", "assign"), "w") as f:
         f.write("\n".join(lines) + "\n.\n")
     subprocess.run([sys.executable, "-m", "engine.newu"], check=True,
