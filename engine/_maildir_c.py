@@ -8,13 +8,13 @@ import os as _os
 
 from engine._maildir_cffi import ffi as _ffi, lib as _lib
 
-STEPS = {1: "tmp", 2: "read", 3: "write", 4: "fsync", 5: "link", 6: "syncdir", 7: "name"}
+_STEPS = {1: "tmp", 2: "read", 3: "write", 4: "fsync", 5: "link", 6: "syncdir", 7: "name"}
 _NAMECAP = 1024
 
 
 def _error(err, step, path):
     e = OSError(err, _os.strerror(err), path)
-    e.step = STEPS[step]
+    e.step = _STEPS[step]
     return e
 
 

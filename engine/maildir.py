@@ -25,13 +25,14 @@ import errno
 import fcntl
 import os
 import socket
+import subprocess
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from engine import compiled, quota as maildirquota
+from engine import compiled, conf, control, quota as maildirquota
 from engine.mailbox import (CHDIR_MAILDIR, MAILDIR_CORRUPT, MAILDIR_CREATE, MBOX_OPEN, MBOX_READ,
-                            MBOX_WRITE, READ_MESSAGE, SLOW_LOCK, TEMP, TEMP_MAILDIR, MailboxError,
+                            MBOX_WRITE, PERM, READ_MESSAGE, SLOW_LOCK, TEMP, TEMP_MAILDIR, MailboxError,
                             QuotaExceeded, temp)
 
 kernel = compiled.load("maildir")
@@ -190,17 +191,53 @@ def deliver_mbox(path, ufline, prefix, message, *, quota=None):
     return Delivered(path, size, percent)
 
 
+def run_quotawarn(target, fd, env):
+    """quota_warning(): bin/qmail-quotawarn <mailbox> with the message on stdin, as qmail-local runs it.
+
+    Skipped when control/quotawarning is missing or empty, where
+    qmail-quotawarn exits 0 without doing anything."""
+    try:
+        if not control.read_raw("quotawarning", b""):
+            return
+    except control.ControlError as e:
+        raise temp(f"{e}. (#4.3.0)") from e
+    prog = os.path.join(conf.qmailhome(), "bin", "qmail-quotawarn")
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        code = subprocess.run([prog, target], stdin=fd, env=env).returncode
+    except OSError as e:
+        code, why = 2, e.strerror
+    if code < 0:
+        raise temp("Aack, child crashed. (#4.3.0)")
+    if code == 2:
+        raise temp(f"Unable to run quotawarn program: {prog}: {why}. (#4.2.2)")
+    if code == TEMP:
+        raise temp("")
+    if code:
+        raise MailboxError(PERM, "")
+
+
 def deliver_line(line, fd, rp, dt, uf, env):
     """A .qmail file-delivery line for qmail-local: `...name/` is a Maildir, anything else an mbox.
 
     The message is on fd (rewound here); rp, dt, uf are RPLINE, DTLINE and
-    UFLINE; env supplies MAILDIRQUOTA and the runtime forms of the build
-    options AUTOMAILDIRMAKE and QUOTATRASH (set = on)."""
+    UFLINE; env is the delivery environment: MAILDIRQUOTA, the runtime forms
+    of the build options AUTOMAILDIRMAKE and QUOTATRASH (set = on), and what
+    qmail-quotawarn needs (USER, HOST, RECIPIENT, DTLINE). The quota warning
+    runs at 70 % and before an over-quota bounce."""
     os.lseek(fd, 0, os.SEEK_SET)
     enc = lambda s: s.encode("utf-8", "surrogateescape")  # noqa: E731
     prefix = enc(rp) + enc(dt)
     q = env.get("MAILDIRQUOTA") or None
-    if line.endswith("/"):
-        return deliver_maildir(line, prefix, fd, quota=q, quotatrash="QUOTATRASH" in env,
-                               automake="AUTOMAILDIRMAKE" in env)
-    return deliver_mbox(line, enc(uf), prefix, fd, quota=q)
+    try:
+        if line.endswith("/"):
+            done = deliver_maildir(line, prefix, fd, quota=q, quotatrash="QUOTATRASH" in env,
+                                   automake="AUTOMAILDIRMAKE" in env)
+        else:
+            done = deliver_mbox(line, enc(uf), prefix, fd, quota=q)
+    except QuotaExceeded:
+        run_quotawarn(line, fd, env)
+        raise
+    if done.percent >= maildirquota.WARNING_LEVEL:
+        run_quotawarn(line, fd, env)
+    return done

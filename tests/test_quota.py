@@ -187,3 +187,73 @@ def test_warned_finds_a_quota_warning_file(tmp_path):
     assert not quota.warned(str(md))
     put(md, "cur", "123.456.QUOTA_WARNING,S=10:2,S", 1)
     assert quota.warned(str(md))
+
+
+WARN_SCRIPT = """#!/bin/sh
+echo "$1 $USER@$HOST" >> "{log}"
+cat > "{log}.stdin"
+exit {code}
+"""
+
+
+def install_quotawarn(home, tmp_path, code=0):
+    log = tmp_path / "warn.log"
+    prog = os.path.join(home, "bin", "qmail-quotawarn")
+    os.makedirs(os.path.dirname(prog), exist_ok=True)
+    with open(prog, "w") as f:
+        f.write(WARN_SCRIPT.format(log=log, code=code))
+    os.chmod(prog, 0o755)
+    with open(os.path.join(home, "control", "quotawarning"), "w") as f:
+        f.write("Your mailbox is nearly full.\n")
+    return log
+
+
+def deliver_line(tmp_path, line, env, body=b"msg\n"):
+    src = tmp_path / "mess"
+    src.write_bytes(body)
+    with open(src, "rb") as f:
+        return maildir.deliver_line(line, f.fileno(), "Return-Path: <a@b>\n", "Delivered-To: u@h\n",
+                                    "From a@b Thu Nov 26 12:00:00 2026\n", env)
+
+
+ENV = {"MAILDIRQUOTA": "10C", "USER": "u", "HOST": "h", "PATH": os.environ.get("PATH", "/bin")}
+
+
+def test_quota_warning_runs_from_70_percent(qmailhome, tmp_path):
+    log = install_quotawarn(qmailhome, tmp_path)
+    md = str(new_maildir(tmp_path / "Maildir")) + "/"
+    for i in range(6):
+        deliver_line(tmp_path, md, ENV)
+    assert not log.exists()
+    deliver_line(tmp_path, md, ENV)
+    assert log.read_text() == f"{md} u@h\n"
+    assert (tmp_path / "warn.log.stdin").read_bytes() == b"msg\n"
+
+
+def test_quota_warning_runs_before_the_bounce(qmailhome, tmp_path):
+    log = install_quotawarn(qmailhome, tmp_path)
+    mbox = str(tmp_path / "Mailbox")
+    with pytest.raises(QuotaExceeded) as e:
+        deliver_line(tmp_path, mbox, dict(ENV, MAILDIRQUOTA="10S"), body=b"x" * 11)
+    assert e.value.text == "The users mailbox is over the allowed quota (size). (#5.2.2)"
+    assert log.read_text() == f"{mbox} u@h\n"
+
+
+def test_quota_warning_needs_control_quotawarning(qmailhome, tmp_path):
+    log = install_quotawarn(qmailhome, tmp_path)
+    os.unlink(os.path.join(qmailhome, "control", "quotawarning"))
+    deliver_line(tmp_path, str(tmp_path / "Mailbox"), dict(ENV, MAILDIRQUOTA="10S"), body=b"x" * 9)
+    assert not log.exists()
+
+
+def test_quota_warning_program_failures(qmailhome, tmp_path):
+    install_quotawarn(qmailhome, tmp_path, code=111)
+    with pytest.raises(MailboxError) as e:
+        deliver_line(tmp_path, str(tmp_path / "Mailbox"), dict(ENV, MAILDIRQUOTA="10S"), body=b"x" * 9)
+    assert (e.value.code, e.value.text) == (111, "")
+    os.unlink(os.path.join(qmailhome, "bin", "qmail-quotawarn"))
+    with pytest.raises(MailboxError) as e:
+        deliver_line(tmp_path, str(tmp_path / "Mailbox2"), dict(ENV, MAILDIRQUOTA="10S"), body=b"x" * 9)
+    prog = os.path.join(qmailhome, "bin", "qmail-quotawarn")
+    assert (e.value.code, e.value.text) == (111, f"Unable to run quotawarn program: {prog}: "
+                                                 "No such file or directory. (#4.2.2)")
