@@ -1,8 +1,8 @@
 """Queue scanning, pure-Python twin of ext/queuescan.pyx: message ids in the split directories."""
 
-import os
+import os as _os
 
-from engine.conf import SPLIT
+from engine.conf import SPLIT as _SPLIT
 
 
 def _number(name):
@@ -12,7 +12,7 @@ def _number(name):
 def scan_dir(path):
     """Ids (all-digit names) in one directory, in directory order."""
     out = []
-    with os.scandir(path) as it:
+    with _os.scandir(path) as it:
         for e in it:
             v = _number(e.name)
             if v >= 0:
@@ -20,7 +20,7 @@ def scan_dir(path):
     return out
 
 
-def scan_split(queue, kind, split=SPLIT):
+def scan_split(queue, kind, split=_SPLIT):
     """Ids in queue/<kind>/0 .. queue/<kind>/<split-1>."""
     out = []
     for i in range(split):
