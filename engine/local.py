@@ -24,7 +24,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from engine import conf
+from engine import conf, maildir, qq
+from engine.mailbox import MailboxError
 from engine.quote import quote2
 
 PERMANENT_PROGRAM_EXITS = {100, 64, 65, 70, 76, 77, 78, 112}
@@ -90,7 +91,7 @@ def rpline(r):
 
 def ufline(r, when=None):
     sender = r.sender.translate(str.maketrans(" \t\n", "---")) if r.sender else "MAILER-DAEMON"
-    return f"From {sender} {time.ctime(time.time() if when is None else when)}\n"
+    return f"From {sender} {time.asctime(time.gmtime(time.time() if when is None else when))}\n"
 
 
 def _ext_parts(ext):
@@ -337,13 +338,16 @@ class Counts:
         return text + (f"qp {self.qp}\n" if self.qp else "")
 
 
-def run_program(command, fd, env, home):
-    """mailprogram(): /bin/sh -c command with the message on stdin. True when it exited 99."""
+def run_program(command, fd, env, home, out):
+    """mailprogram(): /bin/sh -c command with the message on stdin; its stdout and stderr go into
+    the delivery report (`out`), as they go to qmail-lspawn's pipe. True when it exited 99."""
     os.lseek(fd, 0, os.SEEK_SET)
     try:
-        proc = subprocess.run(["/bin/sh", "-c", command], stdin=fd, env=env, cwd=home)
+        proc = subprocess.run(["/bin/sh", "-c", command], stdin=fd, env=env, cwd=home,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except OSError as e:
         raise soft(f"Unable to fork: {e.strerror}. (#4.3.0)")
+    out.append(proc.stdout.decode("utf-8", "surrogateescape"))
     code = proc.returncode
     if code < 0:
         raise soft("Aack, child crashed. (#4.3.0)")
@@ -358,33 +362,48 @@ def run_program(command, fd, env, home):
 
 def forward(recipients, fd, dt, newsender, env):
     """mailforward(): one new message to every forward, with our Delivered-To line."""
-    from engine import qq
     os.lseek(fd, 0, os.SEEK_SET)
     with os.fdopen(os.dup(fd), "rb") as f:
         body = f.read()
     head = dt.encode("utf-8", "surrogateescape")
     if len(recipients) > 1:
         head += b"Precedence: bulk\n"
-    enc = [a.encode("utf-8", "surrogateescape") for a in recipients]
-    result = qq.submit(head + body, newsender.encode("utf-8", "surrogateescape"), enc, env=env)
-    text, qp = (result if isinstance(result, tuple) else (result, 0))
+    try:
+        with qq.Queue(env) as q:
+            q.put(head)
+            q.put(body)
+            q.sender(newsender.encode("utf-8", "surrogateescape"))
+            for a in recipients:
+                q.to(a.encode("utf-8", "surrogateescape"))
+            text, qp = q.close(), q.qp
+    except OSError as e:
+        raise soft(f"Unable to fork: {e.strerror}. (#4.3.0)") from None
     if text:
         raise LocalFailure(100 if text[:1] == "D" else 111, f"Unable to forward message: {text[1:]}.")
     return qp
 
 
-def execute(r, ins, fd, env, doit=True, say=None):
-    """Run the instruction list; returns the Counts. Raises LocalFailure on the first failure."""
-    from engine import maildir
+def file_delivery(line, fd, r, env):
+    """A Maildir (`.../`) or mbox line, through engine.maildir; its errors become qmail-local's."""
+    try:
+        maildir.deliver_line(line, fd, rpline(r), dtline(r), ufline(r), env)
+    except MailboxError as e:
+        raise LocalFailure(e.code, e.text) from None
+
+
+def execute(r, ins, fd, env, out, doit=True, say=None):
+    """Run the instruction list; returns the Counts. Raises LocalFailure on the first failure.
+
+    Program output is collected in `out` (the delivery report)."""
     counts = Counts()
     env = dict(env, NEWSENDER=ins.newsender)
     if ins.default is not None:
         env["DEFAULT"] = ins.default
-    dt, rp = dtline(r), rpline(r)
+    dt = dtline(r)
     for command in ins.replies:
         counts.forwards += 1
         if doit:
-            run_program(command, fd, env, r.home)
+            run_program(command, fd, env, r.home, out)
     forwards = []
     stop = False
     for index, line in enumerate(ins.lines):
@@ -406,7 +425,7 @@ def execute(r, ins, fd, env, doit=True, say=None):
             if ins.forward_only_ldap:
                 raise soft("Uh-oh: user has file delivery but is not allowed to. (#4.7.0)")
             if doit:
-                maildir.deliver_line(line, fd, rp, dt, ufline(r), env)
+                file_delivery(line, fd, r, env)
             elif say:
                 say(("maildir " if line.endswith("/") else "mbox ") + line)
         elif first == "|":
@@ -418,7 +437,7 @@ def execute(r, ins, fd, env, doit=True, say=None):
             if ins.forward_only_ldap:
                 raise soft("Uh-oh: user has prog delivery but is not allowed to. (#4.7.0)")
             if doit:
-                stop = run_program(line[1:], fd, env, r.home)
+                stop = run_program(line[1:], fd, env, r.home, out)
             elif say:
                 say("program " + line[1:])
         elif first == "+":
@@ -441,6 +460,7 @@ def deliver(r, fd, doit=True, env=None, warn=None, say=None):
     """One delivery for recipient r with the message on fd: (exit code, output text)."""
     warnings = []
     warn = warn or warnings.append
+    out = []
     try:
         if not r.home.startswith("/"):
             raise LocalFailure(100, "qmail-local: usage: qmail-local [ -nN ] user homedir local dash "
@@ -458,13 +478,14 @@ def deliver(r, fd, doit=True, env=None, warn=None, say=None):
             counts.programs += 1
             if doit:
                 arg = r.aliasempty if r.aliasempty[:1] in (".", "/") else ""
-                run_program("qmail-group " + arg, fd, cenv, r.home)
-            return 0, counts.report()
+                run_program("qmail-group " + arg, fd, cenv, r.home, out)
+            return 0, "".join(out) + counts.report()
         ins = instructions(r, cenv, warn)
-        counts = execute(r, ins, fd, cenv, doit, say)
-        return 0, "".join(w + "\n" for w in warnings) + counts.report()
+        counts = execute(r, ins, fd, cenv, out, doit, say)
+        return 0, "".join(w + "\n" for w in warnings) + "".join(out) + counts.report()
     except LocalFailure as f:
-        return f.code, "".join(w + "\n" for w in warnings) + (f.text + "\n" if f.text else "")
+        return f.code, ("".join(w + "\n" for w in warnings) + "".join(out)
+                        + (f.text + "\n" if f.text else ""))
 
 
 def parse_argv(argv):

@@ -342,8 +342,12 @@ class Worker:
 
 
 def default_env(qmailhome):
-    """What qmail's run script gives qmail-start: a clean environment with ~/bin first on PATH."""
-    return {"PATH": f"{qmailhome}/bin:/usr/local/bin:/usr/bin:/bin"}
+    """What qmail's run script gives qmail-start: a clean environment with ~/bin first on PATH.
+
+    AUTOMAILDIRMAKE (qmail-ldap's build option, on here) lets qmail-local create a missing Maildir.
+    """
+    return {"PATH": f"{qmailhome}/bin:/usr/local/bin:/usr/bin:/bin", "QMAILHOME": qmailhome,
+            "AUTOMAILDIRMAKE": "1"}
 
 
 def run_pool_worker(qmailhome, aliasempty, listener):

@@ -31,7 +31,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from engine import bounce, compiled, conf, control, hier, spawn
+from engine import bounce, compiled, conf, control, hier, qq, spawn
 from engine.arbiter import log
 from engine.todo import Rewriter, _safe
 
@@ -384,10 +384,15 @@ class Scheduler:
         if composed is None:
             log(f"triple bounce: discarding {path}")
         else:
-            from engine import qq
             env_sender, recipient, text = composed
-            result = qq.submit(text, env_sender, [recipient])
-            err, qp = result if isinstance(result, tuple) else (result, None)
+            try:
+                with qq.Queue() as q:
+                    q.put(text)
+                    q.sender(env_sender)
+                    q.to(recipient)
+                    err, qp = q.close(), q.qp
+            except OSError as e:
+                err, qp = f"Z{e.strerror}", None
             if err:
                 log("warning: trouble injecting bounce message, will try later")
                 return False
