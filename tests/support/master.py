@@ -19,6 +19,7 @@ class Master:
 
     def start(self, timeout=15):
         self.logfile = open(self.logpath, "ab")
+        self.log_start = self.logfile.tell()
         self.proc = subprocess.Popen([sys.executable, "-m", "engine.start", self.aliasempty],
                                      env=self.env, stdout=self.logfile, stderr=subprocess.STDOUT,
                                      cwd=self.home)
@@ -38,7 +39,9 @@ class Master:
             return []
 
     def log(self):
+        """What this master (not an earlier one on the same home) has logged."""
         with open(self.logpath, "rb") as f:
+            f.seek(getattr(self, "log_start", 0))
             return f.read().decode("utf-8", "replace")
 
     def signal(self, sig):
