@@ -202,7 +202,8 @@ class Scheduler:
 
     # --- scheduling -------------------------------------------------------------------
     def next_retry(self, birth, ch, now):
-        n = 0 if birth > now else math.isqrt(int(now - birth))
+        """birth + (floor(sqrt(age)) + skip)^2, on a clock running `scale` times faster for tests."""
+        n = 0 if birth > now else math.isqrt(int((now - birth) * self.scale))
         n += CHANSKIP[ch]
         return birth + (n * n) / self.scale
 

@@ -1,7 +1,10 @@
 """End to end: the real master on a temporary qmail home delivers injected mail locally and remotely."""
 
 import os
+import shutil
 import signal
+import tempfile
+import time
 
 import pytest
 
@@ -91,3 +94,78 @@ def test_sighup_changes_local_concurrency(mailhost, qmailhome):
         f.write("2\n")
     m.signal(signal.SIGHUP)
     m.wait_for(lambda: len(m.children()) == 4 + 2, 15, "five local workers retired")
+
+
+def write_control(home, name, text):
+    with open(os.path.join(home, "control", name), "w") as f:
+        f.write(text)
+
+
+def test_remote_delivery_through_smtproutes(mailhost, qmailhome, tmp_path):
+    """Success to an SMTP sink; a refused route defers; an expired message bounces."""
+    from support.sink import SmtpSink, free_tcp_port
+    m, users = mailhost
+    dump = tempfile.mkdtemp(prefix="sink-", dir="/tmp")  # smtp-sink writes as nobody: not under pytest's 0700 tmp
+    os.chmod(dump, 0o777)
+    sink = SmtpSink(host="127.0.0.2", dumpdir=dump).start()
+    dead_port = free_tcp_port("127.0.0.3")
+    write_control(qmailhome, "smtproutes", f"sink.test:127.0.0.2:{sink.port}\ndead.test:127.0.0.3:{dead_port}\n")
+    try:
+        m.start()
+        enqueue(qmailhome, ["someone@sink.test"], body=b"Subject: out\n\nremote body\n")
+        m.wait_for(lambda: os.listdir(dump), 30, "message at the sink")
+        m.wait_for(lambda: ": success: " in m.log() and "remote" in m.log(), 10)
+        dump = sink.dumps()[0]
+        assert b"remote body" in dump and b"someone@sink.test" in dump
+        enqueue(qmailhome, ["nobody@dead.test"], sender=b"alice@example.test")
+        m.wait_for(lambda: "deferral: Sorry,_I_wasn't_able_to_establish_an_SMTP_connection" in m.log(), 30, "deferral")
+        assert "delivery" in m.log() and ": deferral: " in m.log()
+        assert not delivered(users["alice"]), "a deferral must not bounce"
+    finally:
+        m.stop()
+        sink.stop()
+        shutil.rmtree(dump, ignore_errors=True)
+    write_control(qmailhome, "queuelifetime", "1\n")
+    time.sleep(1.1)
+    m2 = Master(qmailhome, env={"PYQMAIL_RETRY_SCALE": "100"}).start()
+    try:
+        m2.signal(signal.SIGALRM)
+        wait_count(m2, users["alice"], 1, timeout=60)
+        with open(delivered(users["alice"])[0], "rb") as f:
+            text = f.read().decode()
+        assert "<nobody@dead.test>:\n" in text
+        assert "I'm not going to try again; this message has been in the queue too long." in text
+    finally:
+        m2.stop()
+
+
+def test_forward_virtualdomain_and_loop(mailhost, qmailhome):
+    m, users = mailhost
+    write_control(qmailhome, "virtualdomains", "virt.test:bob\n")
+    with open(os.path.join(qmailhome, "control", "locals"), "a") as f:
+        f.write("other.test\n")
+    bob_home = os.path.dirname(users["bob"])
+    with open(os.path.join(bob_home, ".qmail-default"), "w") as f:
+        f.write("./Maildir/\n")
+    carol_home = os.path.dirname(users["carol"])
+    with open(os.path.join(carol_home, ".qmail-fwd"), "w") as f:
+        f.write("&alice@example.test\nbob-copy@example.test\n")
+    with open(os.path.join(carol_home, ".qmail-loop"), "w") as f:
+        f.write("&carol-loop@example.test\n")
+    m.start()
+    enqueue(qmailhome, ["anyone@virt.test"], body=b"Subject: virtual\n\nv\n")
+    wait_count(m, users["bob"], 1)
+    with open(delivered(users["bob"])[0], "rb") as f:
+        assert b"Delivered-To: bob-anyone@virt.test\n" in f.read()
+    enqueue(qmailhome, ["carol-fwd@example.test"], body=b"Subject: forwarded\n\nf\n")
+    wait_count(m, users["alice"], 1)
+    wait_count(m, users["bob"], 2)
+    with open(delivered(users["alice"])[0], "rb") as f:
+        text = f.read()
+    assert b"Delivered-To: alice@example.test\n" in text
+    assert b"Delivered-To: carol-fwd@example.test\nPrecedence: bulk\n" in text
+    assert text.startswith(b"Return-Path: <sender@example.test>\n")
+    enqueue(qmailhome, ["carol-loop@example.test"], body=b"Subject: loop\n\nl\n", sender=b"alice@example.test")
+    wait_count(m, users["alice"], 2)
+    assert "This message is looping: it already has my Delivered-To line. (#5.4.6)" in m.log() or any(
+        b"This message is looping" in open(p, "rb").read() for p in delivered(users["alice"]))
