@@ -161,6 +161,8 @@ class Arbiter:
         try:
             for sig in self.SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
+            # Ctrl-C reaches the whole process group; only the arbiter decides how to stop
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.set_wakeup_fd(-1)
             os.close(self._wake_r)
             os.close(self._wake_w)

@@ -2,9 +2,9 @@
 
 Creates run/qmail (a single-user qmail home for the domain example.test),
 users alice and bob with Maildirs under run/home, their users/assign
-entries (compiled with qmail-newu), then prints how to inject a test
-message and where it lands, and runs qmail-start with ./Maildir/ as the
-default delivery. Ctrl-C stops everything.
+entries (compiled with qmail-newu) and an SMTP listener on 127.0.0.1:2525,
+then prints how to inject a test message and where it lands, and runs
+qmail-start with ./Maildir/ as the default delivery. Ctrl-C stops everything.
 """
 
 import os
@@ -14,6 +14,7 @@ import sys
 from engine import install
 
 DOMAIN = "example.test"
+SMTP_PORT = 2525
 USERS = ("alice", "bob")
 
 
@@ -28,7 +29,9 @@ def prepare(base):
     control = os.path.join(home, "control")
     for name, text in (("locals", f"{DOMAIN}\nmail.{DOMAIN}\nlocalhost\n"),
                        ("rcpthosts", f"{DOMAIN}\nmail.{DOMAIN}\n"),
-                       ("defaultdomain", f"{DOMAIN}\n"), ("concurrencylocal", "4\n")):
+                       ("defaultdomain", f"{DOMAIN}\n"), ("concurrencylocal", "4\n"),
+                       ("smtplisten", f"127.0.0.1:{SMTP_PORT}\n"), ("smtpworkers", "1\n"),
+                       ("smtprules", "127.:allow,RELAYCLIENT=\"\"\n:allow\n")):
         with open(os.path.join(control, name), "w") as f:
             f.write(text)
     lines = []
@@ -55,7 +58,10 @@ Inject a test message from another terminal:
 
     echo 'Subject: hello' | QMAILHOME={home} {bindir}/qmail-inject alice@{DOMAIN}
 
-It lands in {base}/home/alice/Maildir/new/ (bob@{DOMAIN} works too).
+It lands in {base}/home/alice/Maildir/new/ (bob@{DOMAIN} works too). Or by SMTP:
+
+    swaks --server 127.0.0.1:{SMTP_PORT} --to bob@{DOMAIN}
+
 Queue: QMAILHOME={home} {bindir}/qmail-qstat. Ctrl-C stops everything.
 """, flush=True)
     os.environ["QMAILHOME"] = home
