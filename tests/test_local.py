@@ -147,3 +147,51 @@ def test_loop_detection():
     with pytest.raises(local.LocalFailure) as e:
         local.check_loop(["Subject: hi\n", dt], dt)
     assert e.value.code == 100
+
+
+def run_local_program(args, message, cwd):
+    import subprocess
+    import sys
+    msg = os.path.join(cwd, "message")
+    with open(msg, "wb") as f:
+        f.write(message)
+    with open(msg, "rb") as f:
+        return subprocess.run([sys.executable, "-m", "engine.local", *args], stdin=f, capture_output=True,
+                              text=True, env={**os.environ, "PATH": os.environ["PATH"]})
+
+
+def test_program_interface_delivers_and_reports(tmp_path):
+    home = tmp_path / "joe"
+    home.mkdir(mode=0o755)
+    for sub in ("tmp", "new", "cur"):
+        (home / "Maildir" / sub).mkdir(parents=True)
+    write(home / ".qmail-list", "./Maildir/\n|echo program ran; exit 0\n")
+    p = run_local_program(["--", "joe", str(home), "joe-list", "-", "list", "example.test", "a@b.test", "./Maildir/"],
+                          b"Subject: x\n\nhi\n", str(tmp_path))
+    assert (p.returncode, p.stdout) == (0, "program ran\ndid 1+0+1\n")
+    [name] = os.listdir(home / "Maildir" / "new")
+    with open(home / "Maildir" / "new" / name, "rb") as f:
+        assert f.read() == b"Return-Path: <a@b.test>\nDelivered-To: joe-list@example.test\nSubject: x\n\nhi\n"
+
+
+def test_program_interface_n_mode_and_usage(tmp_path):
+    home = tmp_path / "joe"
+    home.mkdir(mode=0o755)
+    write(home / ".qmail", "&fwd@elsewhere.test\n|prog\n./Mailbox\n")
+    p = run_local_program(["-n", "--", "joe", str(home), "joe", "", "", "example.test", "a@b.test", "./Maildir/"],
+                          b"x\n", str(tmp_path))
+    assert p.returncode == 0
+    assert "program prog\nmbox ./Mailbox\nforward fwd@elsewhere.test\ndid 1+1+1\n" in p.stdout
+    p = run_local_program(["joe", "relative/home"], b"x\n", str(tmp_path))
+    assert p.returncode == 100 and "usage: qmail-local" in p.stderr
+
+
+def test_program_exit_codes(tmp_path):
+    home = tmp_path / "joe"
+    home.mkdir(mode=0o755)
+    for ext, code, want in (("hard", 100, 100), ("soft", 75, 111), ("perm", 64, 100), ("stop", 99, 0)):
+        write(home / f".qmail-{ext}", f"|echo said {code}; exit {code}\n|echo not reached\n")
+        p = run_local_program(["--", "joe", str(home), f"joe-{ext}", "-", ext, "example.test", "a@b.test",
+                               "./Maildir/"], b"x\n", str(tmp_path))
+        assert p.returncode == want, (ext, p.stdout)
+        assert p.stdout.startswith(f"said {code}\n") and "not reached" not in p.stdout
