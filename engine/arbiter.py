@@ -38,6 +38,8 @@ class Role:
     user: str | None = None         # qmail user to run as when the arbiter runs as root
     alarm: bool = False             # receives SIGALRM ("retry everything now")
     on_exit: Callable[[int], None] | None = None  # called in the arbiter when a child of this role ends
+    close_fds: tuple = ()           # inherited descriptors this role must not keep (other roles' sockets)
+    socket_fds: tuple = ()          # listening sockets this role serves
 
 
 def log(text):
@@ -166,6 +168,8 @@ class Arbiter:
             signal.set_wakeup_fd(-1)
             os.close(self._wake_r)
             os.close(self._wake_w)
+            for fd in role.close_fds:
+                os.close(fd)
             drop_privileges(role.user)
             code = role.target(index)
         except SystemExit as e:

@@ -110,12 +110,25 @@ def listener_roles(home, separate):
         if not socks:
             continue
         limits = tcpserver.limits_for(home, service)
-        out.append(Role(program, lambda i, s=service, k=socks, lim=limits: tcpserver.run_worker(home, s, i, k, lim),
-                        count=lambda s=service: tcpserver.pool_size(home, s),
-                        user=conf.USER_DAEMON if separate else None,
-                        on_exit=lambda i, lim=limits: lim.reset_row(i)))
+        role = Role(program, lambda i, s=service, k=socks, lim=limits: tcpserver.run_worker(home, s, i, k, lim),
+                    count=lambda s=service: tcpserver.pool_size(home, s),
+                    user=conf.USER_DAEMON if separate else None,
+                    on_exit=lambda i, lim=limits: lim.reset_row(i),
+                    socket_fds=tuple(k.fileno() for k in socks))
+        out.append(role)
         log(f"status: {program} listening on " + " ".join(control.read_list(f"{service}listen", [], home)))
     return out
+
+
+def keep_apart(queue_roles, net_roles, listeners):
+    """No process keeps another role's sockets: the queue's processes never hold a port-25 socket
+    and the network workers never hold the pools' sockets."""
+    queue_fds = {s.fileno() for s in listeners.values()}
+    net_fds = {fd for r in net_roles for fd in r.socket_fds}
+    for r in queue_roles:
+        r.close_fds = tuple(sorted(net_fds))
+    for r in net_roles:
+        r.close_fds = tuple(sorted(queue_fds | (net_fds - set(r.socket_fds))))
 
 
 def main(argv=None):
@@ -133,7 +146,9 @@ def main(argv=None):
     os.chdir(home)
     log(f"status: qmail-start in {home}, default delivery {aliasempty}")
     separate = os.getuid() == 0 and not hier.is_single_user(home)
-    return Arbiter(roles(home, aliasempty, listeners) + listener_roles(home, separate)).run()
+    queue_roles, net_roles = roles(home, aliasempty, listeners), listener_roles(home, separate)
+    keep_apart(queue_roles, net_roles, listeners)
+    return Arbiter(queue_roles + net_roles).run()
 
 
 if __name__ == "__main__":
