@@ -36,6 +36,7 @@ RULES = """\
 127.0.0.13:allow,SENDERCHECK="STRICT"
 127.0.0.15:allow,SMTPAUTH="TLSREQUIRED"
 127.0.0.16:allow,RCPTCHECK="",LDAPSOFTOK=""
+127.0.0.17:allow,QMAILQUEUE="QUEUEFILTER"
 """
 
 
@@ -53,7 +54,11 @@ def server(tmp_path_factory, slapd):  # noqa: F811
     port = free_port()
     write(home, "smtplisten", f"127.0.0.1:{port}\n")
     write(home, "smtpworkers", "1\n")
-    write(home, "smtprules", RULES)
+    qfilter = os.path.join(str(base), "queue-filter")
+    with open(qfilter, "w") as f:
+        f.write("#!/bin/sh\nprintf 'Dsorry, your message looks like spam (#5.7.1)' >&4\nexit 82\n")
+    os.chmod(qfilter, 0o755)
+    write(home, "smtprules", RULES.replace("QUEUEFILTER", qfilter))
     write(home, "rcpthosts", "example.test\n.sub.example.test\n")
     write(home, "locals", f"example.test\nlocalhost\n{ME}\n")
     write(home, "badmailfrom", "bad@spam.test\n@spam2.test\nbaduser@\n")
@@ -373,3 +378,46 @@ def test_smtplib_starttls_and_login(server):
         c.starttls()
         c.login("smtpuser", "s3cret")
         c.sendmail("smtpuser@example.test", ["far@elsewhere.test"], "Subject: tls\r\n\r\nx\r\n")
+
+
+def test_qmailqueue_custom_error_becomes_the_reply(server):
+    d = dial(server, "127.0.0.17")
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@remote.test>")
+    d.cmd("RCPT TO:<alice@example.test>")
+    d.cmd("DATA")
+    assert d.cmd("Subject: spam\r\n\r\nbuy\r\n.") == "554 sorry, your message looks like spam (#5.7.1)"
+
+
+def test_swaks(server):
+    p = subprocess.run(["swaks", "--server", f"127.0.0.1:{server['port']}", "--to", "bob@example.test",
+                        "--from", "swaks@remote.test", "--helo", "swaks.test"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout
+    assert "<-  250 ok " in p.stdout and f"<-  221 {ME} Goodbye." in p.stdout
+
+
+def test_smtp_source_load(server):
+    """Postfix's smtp-source as a load client: 200 messages over 20 sessions, all accepted."""
+    before = sum(1 for _ in delivered(server["users"]["bob"]))
+    p = subprocess.run(["smtp-source", "-c", "-s", "20", "-m", "200", "-l", "1024", "-f", "src@remote.test",
+                        "-t", "bob@example.test", f"127.0.0.1:{server['port']}"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    server["master"].wait_for(lambda: len(delivered(server["users"]["bob"])) >= before + 200, 120, "200 delivered")
+
+
+def test_garbage_never_kills_a_worker(server):
+    import random
+    rng = random.Random(99)
+    workers = sorted(c.pid for c in server["master"].children())
+    for _ in range(30):
+        d = dial(server)
+        d.read_reply()
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000)))
+        d.send(junk + b"\r\n" + b"MAIL FROM:<" + b"x" * 5000 + b">\r\nRCPT TO:\r\n\0\0\0\r\n")
+        d.raw(0.2)
+        d.close()
+    d = dial(server)
+    assert d.read_reply().startswith("220 ")
+    assert d.cmd("NOOP") == "250 ok"
+    assert sorted(c.pid for c in server["master"].children()) == workers
