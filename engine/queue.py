@@ -344,6 +344,7 @@ def die_on_alarm(signum, frame):
 
 
 def main(argv=None):
+    os.umask(0o033)  # as qmail-queue: queue files readable by qmail-send and qmail-todo whatever our caller's umask
     signal.signal(signal.SIGALRM, die_on_alarm)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.alarm(DEATH)

@@ -8,11 +8,12 @@ and mx_exists: DNS through dnspython. exec_check: REJECTEXEC. tls_context:
 control/smtpcert with control/tlsciphers, TLS 1.2 or newer.
 """
 
+import asyncio
 import ipaddress
 import os
 import ssl
 
-from engine import execcheck, qdns
+from engine import execcheck, qdns, qq, queue
 
 CIPHERS = {  # libtls names qmail-ldap accepts, as OpenSSL cipher strings
     "secure": "ECDHE+AESGCM:ECDHE+CHACHA20", "default": "ECDHE+AESGCM:ECDHE+CHACHA20",
@@ -26,6 +27,10 @@ class Services:
         self.home = home
         self._my_ips = None
         self._tls = {}
+        # in a root installation the workers run as qmaild and the queue belongs to qmailq:
+        # then messages go through bin/qmail-queue (setuid qmailq), as qmail-smtpd's do
+        queue = os.path.join(home, "queue")
+        self.in_process = all(os.access(os.path.join(queue, d), os.W_OK) for d in ("pid", "intd", "todo"))
 
     # --- queue --------------------------------------------------------------------------
     async def submit(self, message, sender, recipients, extra_env=None, qmailqueue=None):
@@ -34,16 +39,18 @@ class Services:
         extra_env (RELAYCLIENT, SMTPAUTHUSER) is what a $QMAILQUEUE program sees.
         """
         enc = lambda a: a.encode("utf-8", "surrogateescape")  # noqa: E731
-        if qmailqueue:
-            from engine import qq
-            env = {**os.environ, **(extra_env or {}), "QMAILQUEUE": qmailqueue}
-            text = qq.submit(message, enc(sender), [enc(r) for r in recipients], env=env)
-            text = text[0] if isinstance(text, tuple) else text
-            return "K" if not text else text
-        from engine import queue
+        sender, recipients = enc(sender), [enc(r) for r in recipients]
+        loop = asyncio.get_running_loop()
+        if qmailqueue or not self.in_process:
+            env = {**os.environ, **(extra_env or {})}
+            if qmailqueue:
+                env["QMAILQUEUE"] = qmailqueue
+            text = await loop.run_in_executor(None, lambda: qq.submit(message, sender, recipients, env=env))
+            return text or "K"
         try:
-            queue.enqueue(message, enc(sender), [enc(r) for r in recipients], home=self.home,
-                          invoked="network")
+            # the fsyncs run in a thread so the worker's other sessions go on meanwhile
+            await loop.run_in_executor(None, lambda: queue.enqueue(message, sender, recipients, home=self.home,
+                                                                   invoked="network"))
         except queue.QueueError as e:
             return e.text
         return "K"

@@ -5,6 +5,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -90,5 +91,28 @@ def test_setuid_qmail_queue_and_delivery_as_the_user(root_home, tmp_path):
         with open(path, "rb") as f:
             text = f.read()
         assert b"invoked by uid %d" % pw.pw_uid in text
+    finally:
+        m.stop()
+
+
+def test_smtp_as_qmaild_queues_through_setuid_qmail_queue(root_home):
+    """The SMTP workers run as qmaild, which cannot write the queue: mail goes in via bin/qmail-queue."""
+    import smtplib
+    port = free_port()
+    with open(os.path.join(root_home, "control", "smtplisten"), "w") as f:
+        f.write(f"127.0.0.1:{port}\n")
+    with open(os.path.join(root_home, "control", "rcpthosts"), "w") as f:
+        f.write("priv.example.test\n")
+    m = Master(root_home).start()
+    try:
+        for _ in range(100):
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+                    c.sendmail("a@remote.test", ["nobody-such@priv.example.test"], "Subject: q\r\n\r\nx\r\n")
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        m.wait_for(lambda: "new msg " in m.log(), 20, "the message reached the queue")
+        assert "from <a@remote.test> qp " in m.log() and f" uid {uid(conf.USER_DAEMON)}\n" in m.log()
     finally:
         m.stop()
