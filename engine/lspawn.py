@@ -291,12 +291,10 @@ class Worker:
                 conn.sendall(spawn.encode_reply(slot, letter, text))
 
     def deliver(self, messid, sender, recipient):
-        bad = spawn.validate_messid(messid)
-        if bad:
-            return bad[:1], bad[1:]
+        refused = spawn.request_error(messid, recipient)
+        if refused:
+            return refused
         at = recipient.rfind(b"@")
-        if at < 0:
-            return b"D", b"Sorry, address must include host name. (#5.1.3)"
         if at == 0:
             return b"K", b""
         try:

@@ -49,12 +49,10 @@ def read_message(home, messid):
 
 
 async def deliver_one(home, messid, sender, recipient, controls=None):
-    bad = spawn.validate_messid(messid)
-    if bad:
-        return bad[:1], bad[1:]
+    refused = spawn.request_error(messid, recipient)
+    if refused:
+        return refused
     at = recipient.rfind(b"@")
-    if at < 0:
-        return b"D", b"Sorry, address must include host name. (#5.1.3)"
     try:
         message = read_message(home, messid)
     except OSError:

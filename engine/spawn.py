@@ -93,3 +93,13 @@ def validate_messid(messid):
     if not messid:
         return b"DInternal error: messid too short. (#5.3.5)"
     return None
+
+
+def request_error(messid, recipient):
+    """The spawner's answer to a request it refuses outright, as (letter, text), or None."""
+    bad = validate_messid(messid)
+    if bad:
+        return bad[:1], bad[1:]
+    if b"@" not in recipient:
+        return b"D", b"Sorry, address must include host name. (#5.1.3)"
+    return None
