@@ -172,8 +172,25 @@ class Slapd:
         return self.start()
 
     def pause(self):
-        """SIGSTOP: the port stays open but nothing answers (a hung directory)."""
+        """SIGSTOP: the port stays open but nothing answers (a hung directory).
+
+        Returns once every slapd thread is really stopped, so no request sent after
+        pause() can still be answered by a thread that had not stopped yet."""
         self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not self._all_threads_stopped():
+            time.sleep(0.005)
+
+    def _all_threads_stopped(self):
+        task = f"/proc/{self.proc.pid}/task"
+        try:
+            states = []
+            for tid in os.listdir(task):
+                with open(f"{task}/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            return False
+        return all(st in ("T", "t") for st in states)
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)
