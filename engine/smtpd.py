@@ -59,7 +59,6 @@ R_AUTHBAD = b"501 authentication exchange failed\r\n"
 R_TLSPARAM = b"501 Syntax error (no parameters allowed) (#5.5.4)\r\n"
 R_TLSCTX = b"454 TLS not available: unable to initialize ctx (#4.3.0)\r\n"
 R_TLSREADY = b"220 ready for tls\r\n"
-R_VERIFYSOFT = b"451 temporary problem verifying the address (#4.3.0)\r\n"
 R_SENDERSTRICT = b"554 refused mailfrom because valid local sender address required\r\n"
 R_RUSH = b"554 SMTP protocol violation\r\n"
 
@@ -466,8 +465,11 @@ class Session:
             return await self.reject(R_SIZE)
         if self.c.signatures and self.env.flag("REJECTEXEC") and self.s.exec_check(body, self.c.signatures):
             return await self.reject(R_EXEC)
-        result = await self.s.submit(head + body, self.mailfrom, self.rcpts, self.queue_env(),
-                                     self.env.get("QMAILQUEUE"))
+        try:
+            result = await self.s.submit(head + body, self.mailfrom, self.rcpts, self.queue_env(),
+                                         self.env.get("QMAILQUEUE"))
+        except OSError:
+            return await self.reject(R_QQT)
         if result.startswith("K"):
             self.reply(f"250 ok {int(time.time())} qp {os.getpid()} by {self.c.me}\r\n".encode())
         elif result.startswith("D"):

@@ -28,7 +28,7 @@ from engine import conf, control, smtppolicy, tcprules
 from engine.arbiter import log
 from engine.connlimit import ConnLimits
 from engine.qmtpd import Session as QmtpSession
-from engine.smtpd import Session as SmtpSession
+from engine.smtpd import R_CONTROLS, Session as SmtpSession
 from engine.smtpservices import Services
 
 SESSIONS = {"smtp": SmtpSession, "qmtp": QmtpSession}
@@ -146,7 +146,7 @@ class Worker:
         try:
             controls = self.cache.get()
         except (control.ControlError, OSError):
-            writer.write(b"421 unable to read controls (#4.3.0)\r\n")
+            writer.write(R_CONTROLS)
             writer.close()
             return
         env = {"TCPREMOTEIP": ip, "TCPREMOTEPORT": str(port), "TCPLOCALIP": sockname[0],
@@ -194,7 +194,7 @@ def main(argv=None):
     try:
         smtppolicy.Controls(home)
     except (control.ControlError, OSError):
-        sys.stdout.write("421 unable to read controls (#4.3.0)\r\n")
+        sys.stdout.buffer.write(R_CONTROLS)
         sys.stdout.flush()
         return 1
     asyncio.run(serve_stdio(home))
