@@ -15,6 +15,7 @@ import pytest
 
 from engine import compiled, passwd, todo
 from support.master import Master
+from support.dnsserver import DnsServer
 from support.ports import free_port
 from support.slapd import add_user, slapd  # noqa: F401
 from support.smtpclient import Dialogue
@@ -37,6 +38,16 @@ RULES = """\
 127.0.0.15:allow,SMTPAUTH="TLSREQUIRED"
 127.0.0.16:allow,RCPTCHECK="",LDAPSOFTOK=""
 127.0.0.17:allow,QMAILQUEUE="QUEUEFILTER"
+127.0.0.18:allow,GREETDELAY="3",DROPRUSHGREET=""
+127.0.0.19:allow,TARPITCOUNT="2",TARPITDELAY="1"
+127.0.0.20:allow,RCPTCHECK="",BADRCPTDELAY="1"
+127.0.0.21:allow,REJECTEXEC=""
+127.0.0.22:allow,NOLOCAL=""
+127.0.0.24:allow,SMTPAUTH="",AUTHPREPEND="auth/",QMAILQUEUE="ENVRECORDER"
+127.0.0.25:allow,RBL=""
+127.0.0.26:allow,RBL="",RETURNMXCHECK=""
+127.0.0.27:allow,SENDERCHECK="LOOSE"
+127.0.0.28:allow,RETURNMXCHECK=""
 """
 
 
@@ -58,7 +69,20 @@ def server(tmp_path_factory, slapd):  # noqa: F811
     with open(qfilter, "w") as f:
         f.write("#!/bin/sh\nprintf 'Dsorry, your message looks like spam (#5.7.1)' >&4\nexit 82\n")
     os.chmod(qfilter, 0o755)
-    write(home, "smtprules", RULES.replace("QUEUEFILTER", qfilter))
+    recorder = os.path.join(str(base), "env-recorder")
+    real_queue = os.path.join(os.path.dirname(__import__("sys").executable), "qmail-queue")
+    with open(recorder, "w") as f:
+        f.write(f"#!/bin/sh\nenv > {base}/queue-env\nexec {real_queue}\n")
+    os.chmod(recorder, 0o755)
+    write(home, "smtprules", RULES.replace("QUEUEFILTER", qfilter).replace("ENVRECORDER", recorder))
+    write(home, "goodmailfrom", "good@spam2.test\n")
+    write(home, "badmailfrom-unknown", "unk@spam3.test\n@nodns.test\n")
+    write(home, "signatures", "TVqQ*AAAE\nUEsDBBQ\n")
+    write(home, "rbllist", "reject.rbl.test reject any Listed by the test RBL\n"
+                           "tag.rbl.test addheader 127.0.0.9 Tagged by the test list\n")
+    dns = DnsServer(mx=[("mx.test", "mail.mx.test", 10)],
+                    hosts=[("25.0.0.127.tag.rbl.test", "127.0.0.9"), ("26.0.0.127.reject.rbl.test", "127.0.0.2"),
+                           ("mail.mx.test", "192.0.2.1"), ("a-only.test", "192.0.2.2")], local=("test",)).start()
     write(home, "rcpthosts", "example.test\n.sub.example.test\n")
     write(home, "locals", f"example.test\nlocalhost\n{ME}\n")
     write(home, "badmailfrom", "bad@spam.test\n@spam2.test\nbaduser@\n")
@@ -82,7 +106,7 @@ def server(tmp_path_factory, slapd):  # noqa: F811
     add_user(slapd, "locked", "locked@example.test", accountStatus="noaccess",
              userPassword=passwd.make("s3cret", "ssha"),
              mailMessageStore=users["bob"] + "/")
-    m = Master(home).start()
+    m = Master(home, env={"QMAIL_DNS_SERVER": dns.address}).start()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -90,8 +114,9 @@ def server(tmp_path_factory, slapd):  # noqa: F811
             break
         except OSError:
             time.sleep(0.1)
-    yield {"home": home, "port": port, "users": users, "master": m}
+    yield {"home": home, "port": port, "users": users, "master": m, "base": str(base)}
     m.stop()
+    dns.stop()
 
 
 def dial(server, source="127.0.0.1"):
@@ -421,3 +446,133 @@ def test_garbage_never_kills_a_worker(server):
     assert d.read_reply().startswith("220 ")
     assert d.cmd("NOOP") == "250 ok"
     assert sorted(c.pid for c in server["master"].children()) == workers
+
+
+def timed(d, line):
+    t0 = time.monotonic()
+    reply = d.cmd(line)
+    return reply, time.monotonic() - t0
+
+
+def test_greetdelay_drops_rushing_clients(server):
+    d = dial(server, "127.0.0.18")
+    d.send("EHLO rush.test\r\n")
+    out = d.raw(3.0)
+    assert out.startswith(b"2") and b"554 SMTP protocol violation\r\n" in out
+    assert d.closed()
+    d = dial(server, "127.0.0.18")
+    t0 = time.monotonic()
+    assert d.read_reply() == f"220 {ME} ESMTP "
+    assert time.monotonic() - t0 >= 2.5, "three bytes stuttered one per second"
+
+
+def test_tarpit_and_badrcptdelay(server):
+    d = dial(server, "127.0.0.19")
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@remote.test>")
+    assert timed(d, "RCPT TO:<u1@example.test>")[1] < 0.8
+    reply, took = timed(d, "RCPT TO:<u2@example.test>")
+    assert reply == "250 ok" and took >= 0.9
+    d = dial(server, "127.0.0.20")
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@remote.test>")
+    reply, took = timed(d, "RCPT TO:<nosuchuser@example.test>")
+    assert reply == "554 Sorry, no mailbox here by that name. (#5.1.1)" and took >= 0.9
+
+
+def test_goodmailfrom_and_badmailfrom_unknown(server):
+    d = dial(server)
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<good@spam2.test>") == "250 ok", "goodmailfrom skips badmailfrom"
+    assert d.cmd("MAIL FROM:<unk@spam3.test>") == "250 ok", "127.0.0.1 has a name (localhost)"
+    d = dial(server, "127.0.0.27")
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<x@nodns.test>") == ("553 sorry, your mail from a host [127.0.0.27] without valid "
+                                                 "reverse DNS was administratively denied (#5.7.1)")
+
+
+def test_nolocal(server):
+    d = dial(server, "127.0.0.22")
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@remote.test>")
+    assert d.cmd(f"RCPT TO:<x@{ME}>").startswith("553 sorry, relaying denied from your location [127.0.0.22]")
+    assert d.cmd("RCPT TO:<x@example.test>") == "250 ok", "example.test is in rcpthosts too"
+
+
+def test_rejectexec_through_the_server(server):
+    d = dial(server, "127.0.0.21")
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@remote.test>")
+    d.cmd("RCPT TO:<alice@example.test>")
+    d.cmd("DATA")
+    body = ("Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+            "--B\r\nContent-Type: application/octet-stream\r\n\r\nTVqQzAAAEyy\r\n--B--\r\n.")
+    assert d.cmd(body) == "552 we don't accept email with this MIME content (#5.3.4)"
+
+
+def test_authprepend_smtpauthuser_and_received(server):
+    d = dial(server, "127.0.0.24")
+    d.read_reply()
+    d.cmd("EHLO x")
+    assert d.cmd("AUTH PLAIN " + b64("\0smtpuser\0s3cret")) == "235 nice to meet you"
+    d.cmd("MAIL FROM:<smtpuser@example.test>")
+    assert d.cmd("RCPT TO:<far@elsewhere.test>") == "250 ok"
+    d.cmd("DATA")
+    assert d.cmd("Subject: auth\r\n\r\nx\r\n.").startswith("250 ok ")
+    with open(os.path.join(server["base"], "queue-env")) as f:
+        env = f.read()
+    assert "SMTPAUTHUSER=auth/smtpuser\n" in env and "RELAYCLIENT=\n" in env
+
+
+def test_rbl_reject_and_tag(server):
+    d = dial(server, "127.0.0.26")
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<a@mx.test>") == \
+        "553 sorry, your mailserver [127.0.0.26] is rejected by Listed by the test RBL"
+    d = dial(server, "127.0.0.25")
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<a@remote.test>") == "250 ok"
+    d.cmd("RCPT TO:<bob@example.test>")
+    d.cmd("DATA")
+    assert d.cmd("Subject: tagged\r\n\r\nx\r\n.").startswith("250 ok ")
+    m = server["master"]
+    m.wait_for(lambda: any(b"Subject: tagged" in open(p, "rb").read() for p in delivered(server["users"]["bob"])), 30)
+    [text] = [open(p, "rb").read() for p in delivered(server["users"]["bob"]) if b"Subject: tagged" in open(p, "rb").read()]
+    assert b"X-RBL: (tag.rbl.test) matches with 127.0.0.9 and tells us Tagged by the test list\nReceived: from " in text
+
+
+def test_returnmxcheck(server):
+    d = dial(server, "127.0.0.28")
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<a@nothing.test>") == "554 refused mailfrom because return MX does not exist"
+    assert d.cmd("MAIL FROM:<a@mx.test>") == "250 ok"
+    assert d.cmd("MAIL FROM:<a@a-only.test>") == "250 ok", "an A record is enough"
+    assert d.cmd("MAIL FROM:<>") == "250 ok", "bounces are not checked"
+    assert d.cmd("MAIL FROM:<a@refused.invalid>") == \
+        "421 DNS temporary failure at return MX check, try again later (#4.3.0)"
+    d = dial(server, "127.0.0.19")
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<a@nothing.test>") == "250 ok", "no RETURNMXCHECK here"
+
+
+def test_sendercheck_loose(server):
+    d = dial(server, "127.0.0.27")
+    d.read_reply()
+    assert d.cmd("MAIL FROM:<a@elsewhere.test>") == \
+        "554 refused mailfrom because valid local sender address required"
+    assert d.cmd("MAIL FROM:<a@deep.sub.example.test>") == "250 ok", "rcpthosts domain, not local: allowed"
+    assert d.cmd("MAIL FROM:<smtpuser@example.test>") == "250 ok"
+
+
+def test_pipelining(server):
+    d = dial(server)
+    d.read_reply()
+    d.cmd("EHLO x")
+    d.send("MAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<x@elsewhere.test>\r\nDATA\r\n")
+    assert [d.read_reply() for _ in range(4)] == [
+        "250 ok", "250 ok", "553 sorry, relaying denied from your location [127.0.0.1] (#5.7.1)",
+        "354 go ahead punk, make my day"]
+    d.send("Subject: p\r\n\r\nx\r\n.\r\nNOOP\r\nQUIT\r\n")
+    assert d.read_reply().startswith("250 ok ")
+    assert d.read_reply() == "250 ok"
+    assert d.read_reply() == f"221 {ME} Goodbye."
