@@ -42,6 +42,8 @@ def in_relaymailfrom(cmap, addr):
 
 def in_goodmailaddr(cmap, addr):
     """goodmailaddr: full, `@domain`, `user@`, `prefix-catchall@domain` (DASH_EXT), `catchall@domain`."""
+    if cmap is None:
+        return False
     if in_address_list(cmap, addr):
         return True
     at = addr.rfind("@")

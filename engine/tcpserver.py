@@ -133,6 +133,11 @@ class Worker:
             return
         try:
             await self.serve(reader, writer, ip, peer[1], sockname)
+        except (ConnectionError, OSError):
+            pass
+        except Exception as e:  # a bug ends this session only, never the worker's others
+            log(f"alert: {self.service} session from {ip}: {type(e).__name__}: {e}")
+            writer.close()
         finally:
             if self.limits is not None:
                 self.limits.release(self.index, ip)

@@ -40,7 +40,11 @@ def listener(qmailhome, tmp_path):
     write(qmailhome, "smtpworkers", "2\n")
     write(qmailhome, "smtpperip", "2\n")
     write(qmailhome, "timeoutsmtpd", "2\n")
-    write(qmailhome, "smtprules", f'127.0.0.2:allow,QMAILQUEUE="{failing}"\n:allow\n')
+    write(qmailhome, "smtprules", f'127.0.0.2:allow,QMAILQUEUE="{failing}"\n'
+                                  '127.0.0.6:allow,RCPTCHECK=""\n127.0.0.7:allow,RCPTCHECK="",LDAPSOFTOK=""\n'
+                                  '127.0.0.8:allow,SMTPAUTH=""\n:allow\n')
+    write(qmailhome, "ldapserver", "127.0.0.1:1\n")  # nothing listens there: the directory is down
+    write(qmailhome, "ldaptimeout", "1\n")
     write(qmailhome, "rcpthosts", "example.test\n")
     cdb.create(os.path.join(qmailhome, "control", "morercpthosts.cdb"), [(b"more.test", b"")])
     m = Master(qmailhome).start()
@@ -127,3 +131,35 @@ def test_killed_worker_is_replaced_and_other_sessions_go_on(listener):
                "the killed worker was replaced")
     e = connect(port, source="127.0.0.5")
     assert e.read_reply().startswith("220 ")
+
+
+def test_directory_down_rcptcheck_is_temporary_unless_ldapsoftok(listener):
+    m, port, _ = listener
+    d = connect(port, source="127.0.0.6")
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@remote.test>")
+    assert d.cmd("RCPT TO:<alice@example.test>") == "451 temporary problem verifying the address (#4.3.0)"
+    d = connect(port, source="127.0.0.7")
+    d.read_reply()
+    d.cmd("MAIL FROM:<a@remote.test>")
+    assert d.cmd("RCPT TO:<alice@example.test>") == "250 ok"
+    d = connect(port, source="127.0.0.8")
+    d.read_reply()
+    d.cmd("EHLO x")
+    assert d.cmd("AUTH PLAIN c21hbGw=") == "501 authentication exchange failed", "not three NUL-separated fields"
+    assert d.cmd("AUTH PLAIN !!!") == "501 authentication exchange failed", "not base64"
+    assert d.cmd("AUTH PLAIN AHVzZXIAcGFzcw==") == "454 temporary authentication failure (#4.3.0)", "directory down"
+
+
+def test_long_header_line_and_starttls_without_cert(listener):
+    m, port, _ = listener
+    d = connect(port)
+    d.read_reply()
+    assert "STARTTLS" not in d.cmd("EHLO x")
+    assert d.cmd("STARTTLS") == "502 unimplemented (#5.5.1)"
+    d.cmd("MAIL FROM:<a@remote.test>")
+    d.cmd("RCPT TO:<alice@example.test>")
+    d.cmd("DATA")
+    d.send(b"X-Long: " + b"a" * 10000 + b"\r\n\r\nbody\r\n.\r\n")
+    assert d.raw(1.0) == b"500 Text line too long."
+    assert d.closed()

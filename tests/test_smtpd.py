@@ -383,6 +383,7 @@ def test_starttls_hides_auth_until_tls_and_drops_injected_plaintext(server):
     assert "250-STARTTLS" in ehlo and "AUTH" not in ehlo
     d.send("AUTH PLAIN " + b64("\0smtpuser\0s3cret") + "\r\n")
     assert d.raw() == b"538 Encryption required for requested authentication mechanism", "sent without CRLF"
+    assert d.cmd("STARTTLS now") == "501 Syntax error (no parameters allowed) (#5.5.4)"
     d2 = dial(server, "127.0.0.15")
     d2.read_reply()
     d2.send("STARTTLS\r\nRSET\r\n")
@@ -576,3 +577,8 @@ def test_pipelining(server):
     assert d.read_reply().startswith("250 ok ")
     assert d.read_reply() == "250 ok"
     assert d.read_reply() == f"221 {ME} Goodbye."
+
+
+def test_goodmailaddr_missing_is_no_exception():
+    from engine import smtppolicy
+    assert smtppolicy.in_goodmailaddr(None, "a@b.test") is False
