@@ -7,7 +7,6 @@ users/assign) and drives it with bench/load.py's asyncio client.
 """
 
 import argparse
-import asyncio
 import os
 import shutil
 import socket

@@ -5,7 +5,6 @@ import os
 import socket
 import time
 
-import psutil
 
 from support.master import Master
 from support.ports import free_port
