@@ -454,6 +454,8 @@ REGISTRY = {c.name: c for c in (
 
     # -- pyqmail-ldap's own: the master's listeners, which take tcpserver's role (engine.tcpserver)
     *(c for service, program in (("smtp", SMTPD), ("qmtp", QMTPD)) for c in _listener_controls(service, program)),
+    Control("smtpdataz", "int", 0, (SMTPD,), "1 = advertise and accept DATAZ (qmail-ldap's DATA_COMPRESS build option)",
+            pre="DATAZ compression: ", post=" (1 is on)", section="pyqmail"),
 
     # -- ~/users
     Control("users/assign", "raw", None, ("qmail-newu",),

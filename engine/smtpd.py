@@ -278,7 +278,8 @@ class Session:
         self.reply(b"250-PIPELINING\r\n")
         if self.databytes:
             self.reply(b"250-SIZE %d\r\n" % self.databytes)
-        self.reply(b"250-DATAZ\r\n")
+        if self.c.dataz:
+            self.reply(b"250-DATAZ\r\n")
         if not self.tls and self.c.smtpcert:
             self.reply(b"250-STARTTLS\r\n")
         if self.auth_enabled and (not self.auth_needs_tls or self.tls):
@@ -441,6 +442,9 @@ class Session:
         return f"{version} {cipher} fingerprint={finger} encrypted {comp}SMTP"
 
     async def smtp_dataz(self, arg):
+        if not self.c.dataz:
+            self.reply(R_UNIMPL)
+            return
         self.compressed = True
         try:
             await self.smtp_data(arg)

@@ -137,6 +137,7 @@ class Controls:
         self.localiphost = control.read_line("localiphost", self.me, home)
         self.timeout = max(1, control.read_int("timeoutsmtpd", 120, home))
         self.databytes = control.read_ulong("databytes", 0, home)
+        self.dataz = control.read_int("smtpdataz", 0, home) != 0
         self.smtpcert = control.read_line("smtpcert", "", home)
         self.tlsciphers = control.read_line("tlsciphers", "compat", home)
         self.tlsdheparams = control.read_line("tlsdheparams", "none", home)

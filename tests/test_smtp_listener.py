@@ -155,8 +155,10 @@ def test_long_header_line_and_starttls_without_cert(listener):
     m, port, _ = listener
     d = connect(port)
     d.read_reply()
-    assert "STARTTLS" not in d.cmd("EHLO x")
+    ehlo = d.cmd("EHLO x")
+    assert "STARTTLS" not in ehlo and "DATAZ" not in ehlo, "no certificate, no control/smtpdataz"
     assert d.cmd("STARTTLS") == "502 unimplemented (#5.5.1)"
+    assert d.cmd("DATAZ") == "502 unimplemented (#5.5.1)"
     d.cmd("MAIL FROM:<a@remote.test>")
     d.cmd("RCPT TO:<alice@example.test>")
     d.cmd("DATA")

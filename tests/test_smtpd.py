@@ -65,6 +65,7 @@ def server(tmp_path_factory, slapd):  # noqa: F811
     port = free_port()
     write(home, "smtplisten", f"127.0.0.1:{port}\n")
     write(home, "smtpworkers", "1\n")
+    write(home, "smtpdataz", "1\n")
     qfilter = os.path.join(str(base), "queue-filter")
     with open(qfilter, "w") as f:
         f.write("#!/bin/sh\nprintf 'Dsorry, your message looks like spam (#5.7.1)' >&4\nexit 82\n")

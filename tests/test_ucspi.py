@@ -24,6 +24,8 @@ def queued(home):
 def tcpserver(qmailhome):
     with open(os.path.join(qmailhome, "control", "rcpthosts"), "w") as f:
         f.write("example.test\n")
+    with open(os.path.join(qmailhome, "control", "smtpdataz"), "w") as f:
+        f.write("1\n")
     started = []
 
     def start(program):
