@@ -33,7 +33,7 @@ import os
 import sys
 import time
 
-from engine import conf, control, hfield, qq
+from engine import conf, control, hfield, newfield, qq
 from engine.quote import quote2, quote_need
 from engine import token822 as tk
 from engine.sgetopt import getopt
@@ -331,15 +331,10 @@ class Inject:
         rewrite_field(tk.unparse(toks, LINELEN), self._rw_return)
 
     def _date(self):
-        t = time.gmtime(self.starttime)
-        return b"Date: %d %s %d %02d:%02d:%02d -0000\n" % (
-            t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+        return newfield.date_field(self.starttime)
 
     def _msgid(self):
-        t = time.gmtime(self.starttime)
-        return b"Message-ID: <%d%02d%02d%02d%02d%02d.%d.qmail@%s>\n" % (
-            t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, os.getpid(),
-            self.controls.idhost)
+        return newfield.msgid_field(self.controls.idhost, self.starttime)
 
     def envelope_recipients(self):
         recips = list(self.reciplist)
@@ -428,10 +423,6 @@ def read_mft(environ):
     except control.ControlError:
         raise temp(b"read error\n") from None
     return {os.fsencode(x).lower() for x in lists} if lists else None
-
-
-_MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
-           b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 
 
 def parse_args(run, argv):
