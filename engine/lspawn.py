@@ -105,32 +105,39 @@ def users_cdb_lookup(qmailhome, local_part):
     return Target(*found) if found else None
 
 
-def passwd_lookup(local_part):
-    try:
-        return Target(*getpw.getpw(local_part))
-    except getpw.NoAlias:
-        raise Refusal(QLX_NOALIAS) from None
-
-
-def local_lookup(qmailhome, local_part):
-    """users/cdb first, then qmail-getpw's passwd rules (ending at the alias user)."""
-    return users_cdb_lookup(qmailhome, local_part) or passwd_lookup(local_part)
-
-
-def alias_target(local_part, env=None, aliasempty=None):
-    """The alias user with the whole local part as extension (LDAP-only mode, forward-only entries)."""
+def alias_account(qmailhome):
+    """(user, uid, gid, home) of ~alias: qmail's alias user, or in a single-user instance its
+    owner with the home's alias/ directory."""
+    if hier.is_single_user(qmailhome):
+        return conf.USER_ALIAS, os.getuid(), os.getgid(), os.path.join(qmailhome, "alias")
     try:
         pw = pwd.getpwnam(conf.USER_ALIAS)
     except KeyError:
         raise Refusal(QLX_NOALIAS) from None
-    return Target(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, conf.BREAK, local_part, env, aliasempty)
+    return pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir
 
 
-def ldap_target(delivery, local_part):
+def alias_target(qmailhome, local_part, env=None, aliasempty=None):
+    """The alias user with the whole local part as extension (no user found, forward-only entries)."""
+    return Target(*alias_account(qmailhome), conf.BREAK, local_part, env, aliasempty)
+
+
+def passwd_lookup(qmailhome, local_part):
+    """qmail-getpw's passwd rules, ending at the alias user."""
+    found = getpw.getpw(local_part, alias=False)
+    return Target(*found) if found else alias_target(qmailhome, local_part)
+
+
+def local_lookup(qmailhome, local_part):
+    """users/cdb first, then qmail-getpw's passwd rules (ending at the alias user)."""
+    return users_cdb_lookup(qmailhome, local_part) or passwd_lookup(qmailhome, local_part)
+
+
+def ldap_target(qmailhome, delivery, local_part):
     """A resolved directory entry as qmail-local's arguments and environment."""
     env = delivery.local_env()
     if delivery.kind == "forwardonly":
-        return alias_target(local_part, env, delivery.aliasempty)
+        return alias_target(qmailhome, local_part, env, delivery.aliasempty)
     return Target(delivery.user, delivery.uid, delivery.gid, delivery.home, delivery.dash, delivery.ext,
                   env, delivery.aliasempty)
 
@@ -262,12 +269,12 @@ class Worker:
                 delivery = qldap.resolve(hit[0], self.directory.cfg, address, hit[1], size)
                 if delivery.kind == "cluster":
                     raise Refusal(QLX_CLUSTERSOFT)
-                return ldap_target(delivery, local_part)
+                return ldap_target(self.home, delivery, local_part)
         except qldap.QldapError as e:
             raise Refusal(e.qlx) from None
         if self.directory.cfg.localdelivery:
             return local_lookup(self.home, local_part)
-        return alias_target(local_part)
+        return alias_target(self.home, local_part)
 
     def serve_forever(self):
         os.chdir(self.home)

@@ -1,0 +1,79 @@
+"""Local delivery driven by the directory, end to end: the real master, a real slapd, real Maildirs."""
+
+import os
+
+import pytest
+
+from engine import queue
+from support.master import Master
+from support.slapd import add_user, slapd  # noqa: F401
+from support.users import delivered
+
+DOMAIN = "ldapdeliv.test"
+
+
+def write(home, name, text):
+    with open(os.path.join(home, "control", name), "w") as f:
+        f.write(text)
+
+
+@pytest.fixture
+def ldaphost(qmailhome, tmp_path, slapd):  # noqa: F811
+    write(qmailhome, "ldapserver", f"{slapd.hostport}\n")
+    write(qmailhome, "ldapbasedn", f"{slapd.suffix}\n")
+    write(qmailhome, "locals", f"{DOMAIN}\ntesthost.example.org\n")
+    write(qmailhome, "ldaplocaldelivery", "0\n")
+    write(qmailhome, "ldapuid", "1000\n")  # virtual users: one uid (a single-user instance delivers as its owner)
+    write(qmailhome, "ldapgid", "1000\n")
+    stores = {}
+
+    def user(name, **attrs):
+        store = str(tmp_path / "mail" / name) + "/"
+        os.makedirs(store, mode=0o755)
+        stores[name] = store
+        add_user(slapd, f"{name}.{tmp_path.name}", f"{name}@{DOMAIN}", mailMessageStore=store, **attrs)
+        return store
+
+    m = Master(qmailhome, aliasempty="./", env={"PYQMAIL_RETRY_SCALE": "100"})
+    yield m, user, stores
+    m.stop()
+
+
+def send(home, rcpt, sender=b"alice@" + DOMAIN.encode(), body=b"Subject: t\n\nbody\n"):
+    queue.enqueue(body, sender, [rcpt.encode()], home=home)
+
+
+def texts(store):
+    return [open(p, "rb").read() for p in delivered(store)] if os.path.isdir(store + "new") else []
+
+
+def test_account_states_quota_forwards_and_catchall(ldaphost, qmailhome, slapd):  # noqa: F811
+    m, user, stores = ldaphost
+    alice = user("alice")
+    bob = user("bob", mailAlternateAddress=f"robert@{DOMAIN}")
+    user("off", accountStatus="disabled")
+    user("gone", accountStatus="deleted")
+    user("nopop", accountStatus="nopop")
+    small = user("small", mailQuotaSize="600")
+    add_user(slapd, f"fwd.{os.path.basename(alice.rstrip('/'))}", f"fwd@{DOMAIN}",
+             mailForwardingAddress=[f"bob@{DOMAIN}"])
+    m.start()
+    send(qmailhome, f"bob@{DOMAIN}")
+    send(qmailhome, f"robert@{DOMAIN}")
+    send(qmailhome, f"nopop@{DOMAIN}")
+    send(qmailhome, f"fwd@{DOMAIN}")
+    m.wait_for(lambda: len(texts(bob)) == 3, 30, "bob: direct, alternate address, forward")
+    m.wait_for(lambda: len(texts(stores["nopop"])) == 1, 30, "nopop still receives mail")
+    assert any(b"Delivered-To: fwd@" + DOMAIN.encode() in t for t in texts(bob))
+    for rcpt in ("off", "gone", "nosuchuser"):
+        send(qmailhome, f"{rcpt}@{DOMAIN}")
+    m.wait_for(lambda: len(texts(alice)) == 3, 30, "three bounces to alice")
+    bounces = b"".join(texts(alice))
+    assert b"Mailaddress is administratively disabled. (#5.2.1)" in bounces
+    assert bounces.count(b"Sorry, no mailbox here by that name. (#5.1.1)") >= 1
+    send(qmailhome, f"small@{DOMAIN}", body=b"Subject: fits\n\n" + b"x" * 300 + b"\n")
+    m.wait_for(lambda: len(texts(small)) == 1, 30, "first message fits the quota")
+    send(qmailhome, f"small@{DOMAIN}", body=b"Subject: too big\n\n" + b"x" * 400 + b"\n")
+    m.wait_for(lambda: len(texts(alice)) == 4, 30, "over-quota bounce")
+    assert b"over the allowed quota" in texts(alice)[-1] or b"over the allowed quota" in b"".join(texts(alice))
+    assert os.path.exists(small + "maildirsize")
