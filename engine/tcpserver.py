@@ -22,6 +22,7 @@ import asyncio
 import fcntl
 import os
 import socket
+import stat
 import sys
 
 from engine import conf, control, smtppolicy, tcprules
@@ -186,10 +187,21 @@ def limits_for(home, service):
                       control.read_int(f"{service}perip", 0, home))
 
 
+async def stdio_streams():
+    """Streams on fd 0/1: the socket tcpserver hands us, or two pipes (`sendmail -bs`)."""
+    if stat.S_ISSOCK(os.fstat(0).st_mode):
+        return await asyncio.open_connection(sock=socket.socket(fileno=os.dup(0)), limit=1 << 20)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(0), "rb", 0))
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                        os.fdopen(os.dup(1), "wb", 0))
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
 async def serve_stdio(home):
-    """One session on fd 0 (the connection tcpserver hands us), environment from tcpserver."""
-    sock = socket.socket(fileno=os.dup(0))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+    """One session on fd 0/1 (the connection tcpserver hands us), environment from tcpserver."""
+    reader, writer = await stdio_streams()
     controls = smtppolicy.Controls(home)
     await SmtpSession(reader, writer, dict(os.environ), controls, Services(home)).run()
 

@@ -200,6 +200,8 @@ def install_quotawarn(home, tmp_path, code=0):
     log = tmp_path / "warn.log"
     prog = os.path.join(home, "bin", "qmail-quotawarn")
     os.makedirs(os.path.dirname(prog), exist_ok=True)
+    if os.path.lexists(prog):
+        os.unlink(prog)  # a link to our real program: replace it, never write through it
     with open(prog, "w") as f:
         f.write(WARN_SCRIPT.format(log=log, code=code))
     os.chmod(prog, 0o755)

@@ -16,7 +16,10 @@ def sendmail(qmailhome, tmp_path):
 
 
 def install(home, name, script):
+    """A stand-in program in the home's bin/, replacing (never writing through) the link to ours."""
     path = os.path.join(home, "bin", name)
+    if os.path.lexists(path):
+        os.unlink(path)
     with open(path, "w") as f:
         f.write(script)
     os.chmod(path, 0o755)
@@ -135,7 +138,8 @@ def test_bs_keeps_an_existing_tcp_environment(sendmail, qmailhome):
     assert "RELAYCLIENT=unset" in r.stdout.decode()
 
 
-def test_bs_without_qmail_smtpd(sendmail):
+def test_bs_without_qmail_smtpd(sendmail, qmailhome):
+    os.unlink(os.path.join(qmailhome, "bin", "qmail-smtpd"))
     r = sendmail(["-bs"], b"QUIT\r\n")
     assert (r.rc, r.stderr) == (111, b"sendmail: fatal: unable to run qmail-smtpd\n")
 
@@ -146,7 +150,8 @@ def test_bp_and_mailq_run_qmail_qread(sendmail, qmailhome):
     assert sendmail([], argv0="/usr/bin/mailq").stdout == b"queue listing\n"
 
 
-def test_bp_without_qmail_qread(sendmail):
+def test_bp_without_qmail_qread(sendmail, qmailhome):
+    os.unlink(os.path.join(qmailhome, "bin", "qmail-qread"))
     r = sendmail(["-bp"])
     assert (r.rc, r.stderr) == (111, b"sendmail: fatal: unable to run qmail-qread\n")
 
@@ -154,3 +159,12 @@ def test_bp_without_qmail_qread(sendmail):
 def test_newaliases_refuses(sendmail):
     r = sendmail([], argv0="/usr/bin/newaliases")
     assert (r.rc, r.stderr) == (100, b"sendmail: fatal: please use fastforward/newaliases instead\n")
+
+
+def test_bs_runs_the_real_qmail_smtpd_on_pipes(sendmail, qmailhome):
+    with open(os.path.join(qmailhome, "control", "rcpthosts"), "w") as f:
+        f.write("example.test\n")
+    r = sendmail(["-bs"], b"HELO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<joe@example.test>\r\nDATA\r\n"
+                          b"Subject: bs\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    out = r.stdout.decode()
+    assert out.startswith("220 ") and "354 go ahead" in out and "250 ok " in out and "221 " in out

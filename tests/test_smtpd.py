@@ -583,3 +583,66 @@ def test_pipelining(server):
 def test_goodmailaddr_missing_is_no_exception():
     from engine import smtppolicy
     assert smtppolicy.in_goodmailaddr(None, "a@b.test") is False
+
+
+# Spec 5.3's reply lines as one table: (client address, commands sent first, command, exact reply).
+# Lines that need a timer, TLS or a broken queue are in the tests above and in test_smtp_listener.py.
+MAIL = "MAIL FROM:<a@remote.test>"
+RCPT = "RCPT TO:<alice@example.test>"
+REPLY_TABLE = [
+    ("127.0.0.1", [], "HELO x", f"250 {ME} "),
+    ("127.0.0.1", [], "NOOP", "250 ok"),
+    ("127.0.0.1", [], "RSET", "250 flushed"),
+    ("127.0.0.1", [], "VRFY x", "252 send some mail, i'll try my best"),
+    ("127.0.0.1", [], "BOGUS", "502 unimplemented (#5.5.1)"),
+    ("127.0.0.1", [], RCPT, "503 MAIL first (#5.5.1)"),
+    ("127.0.0.1", [], "DATA", "503 MAIL first (#5.5.1)"),
+    ("127.0.0.1", [MAIL], "DATA", "503 RCPT first (#5.5.1)"),
+    ("127.0.0.1", [], "MAIL FROM:", "555 syntax error (#5.5.4)"),
+    ("127.0.0.1", [MAIL], "RCPT TO:", "555 syntax error (#5.5.4)"),
+    ("127.0.0.1", [], "MAIL FROM:<bad@spam.test>", "553 sorry, your mail was administratively denied. (#5.7.1)"),
+    ("127.0.0.1", [MAIL], "RCPT TO:<nobody@example.test>",
+     "553 sorry, mail to that recipient is not accepted (#5.7.1)"),
+    ("127.0.0.1", [MAIL], "RCPT TO:<x@elsewhere.test>",
+     "553 sorry, relaying denied from your location [127.0.0.1] (#5.7.1)"),
+    ("127.0.0.1", ["MAIL FROM:<>", RCPT], "RCPT TO:<bob@example.test>",
+     "550 sorry, I don't accept bounce messages with more than one recipient. Go read RFC2821. (#5.7.1)"),
+    ("127.0.0.1", [MAIL, RCPT], "DATA", "354 go ahead punk, make my day"),
+    ("127.0.0.1", [], "AUTH PLAIN", "502 unimplemented (#5.5.1)"),
+    ("127.0.0.3", [], "MAIL FROM:<>", "554 RFC2821 bounces are administratively denied"),
+    ("127.0.0.3", [], "MAIL FROM:<nodomain>", "554 mailfrom without @ is administratively denied"),
+    ("127.0.0.3", [], "MAIL FROM:<a@>", "554 mailfrom without user or domain part is administratively denied"),
+    ("127.0.0.3", [], "MAIL FROM:<a@localhost>", "554 mailfrom without . in domain part is administratively denied"),
+    ("127.0.0.3", [MAIL], "RCPT TO:<a!b@example.test>", "553 sorry, we don't relay for [127.0.0.3] (#5.7.1)"),
+    ("127.0.0.3", [MAIL, "RCPT TO:<u1@example.test>", "RCPT TO:<u2@example.test>", "RCPT TO:<u3@example.test>"],
+     "RCPT TO:<u4@example.test>", "553 sorry, too many recipients (#5.7.1)"),
+    ("127.0.0.4", [], "EHLO x", "503 bad sequence of commands (#5.5.1)"),
+    ("127.0.0.5", [], "HELO x", "421 Service temporarily not available (#4.3.2)"),
+    ("127.0.0.6", ["AUTH PLAIN " + b64("\0smtpuser\0s3cret")], "AUTH LOGIN", "503 you are already authenticated"),
+    ("127.0.0.6", [], "AUTH DIGEST-MD5", "504 authentication type not supported"),
+    ("127.0.0.6", [], "AUTH PLAIN !!", "501 authentication exchange failed"),
+    ("127.0.0.6", [], "AUTH PLAIN " + b64("\0smtpuser\0bad"), "535 authentication failure"),
+    ("127.0.0.7", [MAIL], "RCPT TO:<nosuch@example.test>", "554 Sorry, no mailbox here by that name. (#5.1.1)"),
+    ("127.0.0.7", [MAIL], "RCPT TO:<off@example.test>", "554 Mailaddress is administratively disabled. (#5.2.1)"),
+    ("127.0.0.9", [], MAIL, "530 authentication needed"),
+    ("127.0.0.10", [], "MAIL FROM:<a@remote.test> SIZE=5000",
+     "552 sorry, that message size exceeds my databytes limit (#5.3.4)"),
+    ("127.0.0.13", [], MAIL, "554 refused mailfrom because valid local sender address required"),
+    ("127.0.0.15", ["EHLO x"], "STARTTLS x", "501 Syntax error (no parameters allowed) (#5.5.4)"),
+    ("127.0.0.15", ["EHLO x"], "STARTTLS", "220 ready for tls"),
+    ("127.0.0.26", [], MAIL, "553 sorry, your mailserver [127.0.0.26] is rejected by Listed by the test RBL"),
+    ("127.0.0.27", [], "MAIL FROM:<x@nodns.test>",
+     "553 sorry, your mail from a host [127.0.0.27] without valid reverse DNS was administratively denied (#5.7.1)"),
+    ("127.0.0.28", [], "MAIL FROM:<a@nothing.test>", "554 refused mailfrom because return MX does not exist"),
+    ("127.0.0.1", [], "QUIT", f"221 {ME} Goodbye."),
+]
+
+
+@pytest.mark.parametrize("source,before,command,reply", REPLY_TABLE,
+                         ids=[f"{i:02d}-{row[3][:3]}" for i, row in enumerate(REPLY_TABLE)])
+def test_reply_table(server, source, before, command, reply):
+    d = dial(server, source)
+    d.read_reply()
+    for line in before:
+        d.cmd(line)
+    assert d.cmd(command) == reply
