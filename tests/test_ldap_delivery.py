@@ -110,3 +110,30 @@ def test_directory_outage_defers_then_everything_arrives(ldaphost, qmailhome, sl
         for t in texts(stores[n]):
             k = int(t.split(b"Subject: n", 1)[1].split(b"\n", 1)[0])
             assert k % 5 == i, f"message {k} misdelivered to {n}"
+
+
+def test_autoreply_once_per_sender_and_never_to_lists(ldaphost, qmailhome, slapd):  # noqa: F811
+    m, user, stores = ldaphost
+    alice = user("alice")
+    away = user("away", deliveryMode="reply", mailReplyText="I am away until Monday.\n")
+    m.start()
+    send(qmailhome, f"away@{DOMAIN}", body=b"Subject: lunch?\n\nhi\n")
+    m.wait_for(lambda: len(texts(alice)) == 1 and len(texts(away)) == 1, 30, "the reply and the delivery")
+    reply = texts(alice)[0]
+    assert reply.startswith(b"Return-Path: <>\nDelivered-To: alice@" + DOMAIN.encode() + b"\n")
+    assert b"Subject: [Auto-Reply] lunch?\n" in reply and b"X-Mailer: qmail-reply (by qmail-ldap)\n" in reply
+    assert b"Precedence: junk\n" in reply and b"\n\nI am away until Monday.\n" in reply
+    send(qmailhome, f"away@{DOMAIN}", body=b"Subject: again\n\nhi\n")
+    send(qmailhome, f"away@{DOMAIN}", body=b"Subject: list\nPrecedence: bulk\n\nhi\n", sender=b"bob@" + DOMAIN.encode())
+    m.wait_for(lambda: len(texts(away)) == 3, 30, "all three delivered")
+    m.wait_for(lambda: "end msg" in m.log() and m.log().count("end msg") >= 4, 30)
+    assert len(texts(alice)) == 1, "one reply per sender within 14 days"
+    assert os.path.exists(away + "qmail-reply.db")
+
+
+def test_junk_senders():
+    from engine.reply import junk_sender
+    for junk in ("owner-list-request@x.test", "MAILER-DAEMON@x.test", "root@x.test", "news-relay@x.test"):
+        assert junk_sender(junk), junk
+    assert not junk_sender("joe@x.test")
+    assert junk_sender("joe@x.test", ["joe"])
