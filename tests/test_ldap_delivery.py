@@ -9,7 +9,10 @@ from support.master import Master
 from support.slapd import add_user, slapd  # noqa: F401
 from support.users import delivered
 
-DOMAIN = "ldapdeliv.test"
+import itertools
+
+_domains = itertools.count(1)
+DOMAIN = "ldapdeliv.test"  # each test gets its own sub-domain: the slapd is shared by the session
 
 
 def write(home, name, text):
@@ -19,6 +22,8 @@ def write(home, name, text):
 
 @pytest.fixture
 def ldaphost(qmailhome, tmp_path, slapd):  # noqa: F811
+    global DOMAIN
+    DOMAIN = f"d{next(_domains)}.ldapdeliv.test"
     write(qmailhome, "ldapserver", f"{slapd.hostport}\n")
     write(qmailhome, "ldapbasedn", f"{slapd.suffix}\n")
     write(qmailhome, "locals", f"{DOMAIN}\ntesthost.example.org\n")
@@ -39,7 +44,8 @@ def ldaphost(qmailhome, tmp_path, slapd):  # noqa: F811
     m.stop()
 
 
-def send(home, rcpt, sender=b"alice@" + DOMAIN.encode(), body=b"Subject: t\n\nbody\n"):
+def send(home, rcpt, sender=None, body=b"Subject: t\n\nbody\n"):
+    sender = sender or b"alice@" + DOMAIN.encode()
     queue.enqueue(body, sender, [rcpt.encode()], home=home)
 
 
