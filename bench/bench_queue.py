@@ -85,4 +85,4 @@ def test_file_operations_per_message(home, tmp_path):
                                                                      for ln in lines),
            "unlink": sum("unlink(" in ln for ln in lines), "fsync": sum("fsync(" in ln for ln in lines)}
     print(f"\nenqueue file operations per message: {ops}")
-    assert ops["fsync"] == 2
+    assert ops["fsync"] == 3

@@ -220,16 +220,33 @@ class Message:
             except OSError as e:
                 raise QueueError(EXIT_WRITE, f"{self.mess}: {e.strerror}") from None
             self.write_envelope(envelope_bytes(self.uid, self.pid, sender, recipients, extra))
+            todo = hier.queue_file(self.queue, "todo", self.id)
             try:
-                os.link(self.intd, hier.queue_file(self.queue, "todo", self.id))
+                os.link(self.intd, todo)
             except OSError as e:
                 raise QueueError(EXIT_TODO_LINK, e.strerror) from None
+            try:
+                self.sync_dir(os.path.dirname(todo))
+            except QueueError:
+                os.unlink(todo)  # not acknowledged: take it back before the rest is removed
+                raise
         except QueueError:
             self.abort()
             raise
         self.close()
         pull_trigger(self.queue)
         return self.id
+
+    def sync_dir(self, path):
+        """Make the todo/ link durable before we report success (ext4 without a journal needs it)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise QueueError(EXIT_WRITE, f"{path}: {e.strerror}") from None
 
     def write_envelope(self, data):
         try:
