@@ -1,12 +1,21 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Compiled queue scanning (twin of engine/_queuescan_py.py): message ids in the split directories.
+"""Compiled queue scanning (twin of engine/_queuescan_py.py).
 
-readdir() straight into C integers: no str object per directory entry,
-which is what costs when qmail-todo or qmail-send looks at 100,000 queued
-messages.
+readdir() straight into C integers, with no str object per directory
+entry, which is what costs when qmail-todo or qmail-send looks at 100,000
+queued messages; and memchr() over a queue file's NUL-terminated records.
+
+    scan_dir(path)                  ids (all-digit names) in one directory
+    scan_split(queue, kind)         ids in queue/<kind>/0 .. <kind>/<split-1>
+    scan_todo(queue)                ids in todo/ (BIGTODO: split like mess/)
+    parse_records(data)             NUL-terminated records, an unterminated tail dropped
+    read_records(path)              parse_records() of a file
 """
 
-cdef extern from "<dirent.h>" nogil:
+from libc.errno cimport errno
+from libc.string cimport memchr
+
+cdef extern from "<dirent.h>" nogil:  # Cython 3.0 ships no posix/dirent.pxd
     ctypedef struct DIR
     struct dirent:
         char d_name[256]
@@ -14,17 +23,20 @@ cdef extern from "<dirent.h>" nogil:
     dirent *readdir(DIR *d)
     int closedir(DIR *d)
 
+import os as _os
+
 DEF SPLIT_DEFAULT = SPLIT
+DEF ID_DIGITS_MAX = 19  # fits a signed 64-bit id; longer names are not message ids
 
 
-cdef long long _number(const char *name):
+cdef long long _number(const char *name) noexcept:
     """The decimal value of an all-digit name, or -1."""
     cdef long long v = 0
     cdef int i = 0
     if name[0] == 0:
         return -1
     while name[i] != 0:
-        if name[i] < 48 or name[i] > 57 or i > 18:
+        if name[i] < 48 or name[i] > 57 or i >= ID_DIGITS_MAX:
             return -1
         v = v * 10 + (name[i] - 48)
         i += 1
@@ -36,7 +48,8 @@ cdef int _scan_dir(bytes path, list out) except -1:
     cdef dirent *e
     cdef long long v
     if d == NULL:
-        raise FileNotFoundError(2, "unable to open directory", path.decode("utf-8", "surrogateescape"))
+        err = errno
+        raise OSError(err, _os.strerror(err), _os.fsdecode(path))
     try:
         while True:
             e = readdir(d)
@@ -53,16 +66,49 @@ cdef int _scan_dir(bytes path, list out) except -1:
 def scan_dir(path):
     """Ids (all-digit names) in one directory, in directory order."""
     cdef list out = []
-    _scan_dir(path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path, out)
+    _scan_dir(_os.fsencode(path), out)
     return out
 
 
 def scan_split(queue, kind, int split=SPLIT_DEFAULT):
-    """Ids in queue/<kind>/0 .. queue/<kind>/<split-1>."""
+    """Ids in queue/<kind>/0 .. queue/<kind>/<split-1>, subdirectory by subdirectory."""
     cdef list out = []
     cdef int i
-    base = (queue.encode("utf-8", "surrogateescape") if isinstance(queue, str) else queue) + b"/" + \
-        (kind.encode() if isinstance(kind, str) else kind) + b"/"
+    cdef bytes base = _os.fsencode(queue) + b"/" + _os.fsencode(kind) + b"/"
     for i in range(split):
         _scan_dir(base + str(i).encode(), out)
     return out
+
+
+def scan_todo(queue, int split=SPLIT_DEFAULT):
+    """Ids waiting for preprocessing in todo/ (split like mess/: BIGTODO)."""
+    return scan_split(queue, "todo", split)
+
+
+def parse_records(data):
+    """The NUL-terminated records of a queue file (u/p/F/T/D...), NULs removed.
+
+    An unterminated tail is dropped, as qmail's getln(..., 0) readers ignore it.
+    """
+    cdef const unsigned char[:] view = data
+    cdef Py_ssize_t n = view.shape[0]
+    cdef Py_ssize_t start = 0
+    cdef const unsigned char *base
+    cdef const unsigned char *hit
+    cdef list out = []
+    if n == 0:
+        return out
+    base = &view[0]
+    while start < n:
+        hit = <const unsigned char *> memchr(base + start, 0, n - start)
+        if hit == NULL:
+            break
+        out.append((base + start)[:hit - base - start])
+        start = hit - base + 1
+    return out
+
+
+def read_records(path):
+    """parse_records() of the file at `path`."""
+    with open(path, "rb") as f:
+        return parse_records(f.read())
