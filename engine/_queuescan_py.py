@@ -11,7 +11,7 @@ import os as _os
 
 from engine.conf import SPLIT as _SPLIT
 
-_ID_DIGITS_MAX = 19  # fits a signed 64-bit id; longer names are not message ids
+_ID_DIGITS_MAX = 19  # 19 decimal digits fit an unsigned 64-bit id; longer names are not message ids
 
 
 def _number(name):
@@ -24,7 +24,7 @@ def _number(name):
 def scan_dir(path):
     """Ids (all-digit names) in one directory, in directory order."""
     out = []
-    with _os.scandir(_os.fsencode(path)) as it:
+    with _os.scandir(_os.fsdecode(path)) as it:
         for e in it:
             v = _number(e.name)
             if v >= 0:
@@ -34,10 +34,10 @@ def scan_dir(path):
 
 def scan_split(queue, kind, split=_SPLIT):
     """Ids in queue/<kind>/0 .. queue/<kind>/<split-1>, subdirectory by subdirectory."""
-    base = _os.fsencode(queue) + b"/" + _os.fsencode(kind) + b"/"
+    base = f"{_os.fsdecode(queue)}/{_os.fsdecode(kind)}/"
     out = []
     for i in range(split):
-        out += scan_dir(base + str(i).encode())
+        out += scan_dir(f"{base}{i}")
     return out
 
 

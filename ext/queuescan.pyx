@@ -26,27 +26,27 @@ cdef extern from "<dirent.h>" nogil:  # Cython 3.0 ships no posix/dirent.pxd
 import os as _os
 
 DEF SPLIT_DEFAULT = SPLIT
-DEF ID_DIGITS_MAX = 19  # fits a signed 64-bit id; longer names are not message ids
+DEF ID_DIGITS_MAX = 19  # 19 decimal digits fit an unsigned 64-bit id; longer names are not message ids
 
 
-cdef long long _number(const char *name) noexcept:
-    """The decimal value of an all-digit name, or -1."""
-    cdef long long v = 0
+cdef bint _number(const char *name, unsigned long long *v) noexcept:
+    """Whether `name` is all ASCII digits (1..19 of them); its value in *v."""
     cdef int i = 0
+    v[0] = 0
     if name[0] == 0:
-        return -1
+        return False
     while name[i] != 0:
         if name[i] < 48 or name[i] > 57 or i >= ID_DIGITS_MAX:
-            return -1
-        v = v * 10 + (name[i] - 48)
+            return False
+        v[0] = v[0] * 10 + <unsigned long long> (name[i] - 48)
         i += 1
-    return v
+    return True
 
 
 cdef int _scan_dir(bytes path, list out) except -1:
     cdef DIR *d = opendir(path)
     cdef dirent *e
-    cdef long long v
+    cdef unsigned long long v
     if d == NULL:
         err = errno
         raise OSError(err, _os.strerror(err), _os.fsdecode(path))
@@ -55,8 +55,7 @@ cdef int _scan_dir(bytes path, list out) except -1:
             e = readdir(d)
             if e == NULL:
                 break
-            v = _number(e.d_name)
-            if v >= 0:
+            if _number(e.d_name, &v):
                 out.append(v)
     finally:
         closedir(d)
