@@ -87,3 +87,18 @@ def test_twins_agree_on_names(tmp_path_factory, names):
     assert expect == sorted(int(n) for n in names if n.isdigit() and len(n) <= 19)
     for k in TWINS.values():
         assert sorted(k.scan_dir(str(d))) == expect
+
+
+@both("queuescan")
+def test_read_records_of_big_files_and_errors(k, tmp_path):
+    big = b"".join(b"Tuser%05d@example.org\0" % i for i in range(5000)) + b"Tcut"  # ~110 KB, many reads
+    (tmp_path / "big").write_bytes(big)
+    assert k.read_records(str(tmp_path / "big")) == pure.parse_records(big) and len(pure.parse_records(big)) == 5000
+    (tmp_path / "empty").write_bytes(b"")
+    assert k.read_records(tmp_path / "empty") == []
+    for path, error in ((tmp_path / "missing", FileNotFoundError), (tmp_path, IsADirectoryError)):
+        try:
+            k.read_records(str(path))
+        except error:
+            continue
+        raise AssertionError(f"no {error.__name__} for {path}")
