@@ -1,15 +1,26 @@
-"""qmail-qstat: how many messages are queued, and how many wait for preprocessing (qmail-qstat.sh)."""
+"""qmail-qstat: how many messages are in the queue, and how many wait for preprocessing (qmail-qstat.sh).
+
+    messages in queue: 12
+    messages in queue but not yet preprocessed: 1
+
+The first count is mess/ (every message from queueing until its last
+delivery), the second todo/ (queued, not yet split into local/remote by
+qmail-todo), both over their conf-split subdirectories.
+"""
 
 import os
 import sys
 
 from engine import compiled, conf
+from engine.tcpto import error_str
 
 _scan = compiled.load("queuescan")
+EXIT_FATAL = 111
 
 
 def counts(queue):
-    return len(_scan.scan_split(queue, "mess")), len(_scan.scan_split(queue, "todo"))
+    """(messages in mess/, messages in todo/)."""
+    return len(_scan.scan_split(queue, "mess")), len(_scan.scan_todo(queue))
 
 
 def main(argv=None):
@@ -17,10 +28,9 @@ def main(argv=None):
     try:
         mess, todo = counts(queue)
     except OSError as e:
-        sys.stderr.write(f"qmail-qstat: fatal: unable to read {queue}: {e.strerror}\n")
-        return 111
-    print("messages in queue:", mess)
-    print("messages in queue but not yet preprocessed:", todo)
+        sys.stderr.write(f"qmail-qstat: fatal: unable to read {e.filename or queue}: {error_str(e)}\n")
+        return EXIT_FATAL
+    sys.stdout.write(f"messages in queue: {mess}\nmessages in queue but not yet preprocessed: {todo}\n")
     return 0
 
 

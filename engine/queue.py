@@ -2,20 +2,31 @@
 
     qmail-queue      (message on fd 0, envelope on fd 1: F sender NUL, T recipient NUL ..., NUL)
 
-Steps, exactly qmail's (see INTERNALS.md): create pid/<pid>.<time>.<seq>,
-whose inode number is the message id; hard-link it to mess/<id mod
-split>/<id> and remove the pid name; write our Received line and the
+Steps (INTERNALS.md has the states and what a crash leaves at each one):
+create pid/<pid>.<time>.<seq>, whose inode number is the message id;
+rename it to mess/<id mod split>/<id>; write our Received line and the
 message; fsync; write the envelope (u<uid>, p<pid>, F<sender>, T<rcpt>...,
-plus the control/bigbrother copies) to intd/<split>/<id>; fsync; link
+plus the control/bigbrother copies) to intd/<split>/<id>; fsync; rename
 intd to todo/<split>/<id> — only now does the scheduler see the message —
-and pull lock/trigger. A failure before the todo link removes what was
-made, so nothing half-written is ever picked up.
+fsync the todo subdirectory, so the rename is on disk before we say yes;
+pull lock/trigger. Seven file operations per message. A failure before the
+todo rename truncates and removes what was made, so nothing half-written
+is ever picked up.
+
+qmail links and then unlinks where we rename (pid -> mess, intd -> todo):
+the message id is an inode we hold, so the target name cannot exist, and
+one rename does the work of a link and an unlink. qmail's states are kept:
+intd is simply gone once todo exists (INTERNALS.md allows `?intd` there).
 
 enqueue() is the same sequence for in-process callers (the SMTP and QMTP
-services): no process is spawned, the message is on disk and fsynced when
-it returns. Exit codes and their texts are qmail's (spec 1.3): EXIT_*.
+services): no process is spawned; the message is on disk and fsynced when
+it returns. Exit codes are qmail's (spec 1.3), named EXIT_*; the text a
+caller reports for each is engine.qq's table (qmail.c qmail_close).
 """
 
+import errno
+import functools
+import itertools
 import os
 import pwd
 import signal
@@ -26,8 +37,9 @@ from engine import conf, control, hier, qq
 from engine.date822 import date822
 
 ADDR_MAX = 1003          # an envelope address of this length or more: exit 11
-DEATH = 86400            # qmail-queue gives up after a day: exit 52
-PID_TRIES = 9
+DEATH = 86400            # qmail-queue gives up after a day (below qmail-send's 36 h OSSIFIED): exit 52
+PID_TRIES = 9            # pid/<pid>.<time>.<seq> names tried, as qmail's seq 1..9
+READ_SIZE = 65536
 
 EXIT_OK = 0
 EXIT_ADDR_TOO_LONG = 11
@@ -39,40 +51,50 @@ EXIT_CONFIG = 55
 EXIT_HOME = 61
 EXIT_QUEUE_DIR = 62
 EXIT_PID = 63
-EXIT_MESS_LINK = 64
+EXIT_MESS = 64
 EXIT_INTD = 65
-EXIT_TODO_LINK = 66
+EXIT_TODO = 66
 EXIT_BUG = 81
 EXIT_FORMAT = 91
 
-# what the program says on stderr for each exit (one line naming the problem)
+# the one-line complaint on stderr for each exit (the details follow it)
 _WHY = {
-    EXIT_ADDR_TOO_LONG: "envelope address too long", EXIT_TIMEOUT: "timed out after a day",
-    EXIT_WRITE: "write error or disk full", EXIT_READ: "read error", EXIT_CONFIG: "unable to read control/bigbrother",
-    EXIT_HOME: "unable to switch to the qmail home", EXIT_QUEUE_DIR: "unable to switch to the queue directory",
-    EXIT_PID: "trouble with a pid file", EXIT_MESS_LINK: "unable to link the message into mess/",
-    EXIT_INTD: "unable to create the envelope in intd/", EXIT_TODO_LINK: "unable to link the envelope into todo/",
-    EXIT_FORMAT: "malformed envelope on fd 1", EXIT_BUG: "internal bug",
+    EXIT_ADDR_TOO_LONG: "envelope address too long", EXIT_NOMEM: "out of memory",
+    EXIT_TIMEOUT: "timed out after a day", EXIT_WRITE: "write error or disk full",
+    EXIT_READ: "read error", EXIT_CONFIG: "unable to read control/bigbrother",
+    EXIT_HOME: "trouble with the qmail home", EXIT_QUEUE_DIR: "trouble with the queue directory",
+    EXIT_PID: "trouble with queue/pid", EXIT_MESS: "trouble with queue/mess",
+    EXIT_INTD: "trouble with queue/intd", EXIT_TODO: "trouble with queue/todo",
+    EXIT_BUG: "internal bug", EXIT_FORMAT: "envelope format error",
 }
 
-
-def exit_text(code):
-    """qmail_close(): the D/Z text a caller reports for this exit code (engine.qq's table)."""
-    return qq.result_text(code)
+# who handed us the message, for the Received line (qmail-queue.c receivedfmt)
+RECEIVED_ALIAS = "alias"       # invoked by alias: a .qmail forward
+RECEIVED_NETWORK = "network"   # invoked from network: qmail-smtpd, qmail-qmtpd, qmail-qmqpd
+RECEIVED_BOUNCE = "bounce"     # invoked for bounce: qmail-send
+_RECEIVED_WORDS = {RECEIVED_ALIAS: "by alias", RECEIVED_NETWORK: "from network", RECEIVED_BOUNCE: "for bounce"}
+_RECEIVED_USERS = ((conf.USER_ALIAS, RECEIVED_ALIAS), (conf.USER_DAEMON, RECEIVED_NETWORK),
+                   (conf.USER_SEND, RECEIVED_BOUNCE))
 
 
 class QueueError(Exception):
-    """The message was not queued; `code` is qmail-queue's exit code, `text` the caller's D/Z text."""
+    """Not queued. `code`: qmail-queue's exit code; `text`: the caller's D/Z text (qmail_close);
+    `detail`: what exactly failed. str() is the one-line complaint naming the problem."""
 
     def __init__(self, code, detail=""):
         self.code = code
-        self.text = exit_text(code)
+        self.text = qq.result_text(code)
         self.detail = detail
-        super().__init__(f"{_WHY.get(code, 'queue failure')}{': ' + detail if detail else ''}")
+        super().__init__(_WHY.get(code, "queue failure") + (f": {detail}" if detail else ""))
+
+
+def _fail(code, what, e):
+    return QueueError(code, f"{what}: {e.strerror or os.strerror(e.errno or errno.EIO)}")
 
 
 # --- the Received line ----------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
 def _uid_of(name):
     try:
         return pwd.getpwnam(name).pw_uid
@@ -80,34 +102,34 @@ def _uid_of(name):
         return None
 
 
-def invoked_by(uid, invoked=None):
-    """qmail-queue's words for who called it: `invoked by alias`, `from network`, `for bounce`, `by uid N`."""
-    if invoked == "network" or (invoked is None and uid == _uid_of(conf.USER_DAEMON)):
-        return "invoked from network"
-    if invoked == "bounce" or (invoked is None and uid == _uid_of(conf.USER_SEND)):
-        return "invoked for bounce"
-    if invoked == "alias" or (invoked is None and uid == _uid_of(conf.USER_ALIAS)):
-        return "invoked by alias"
-    return f"invoked by uid {uid}"
+def received_by_uid(uid):
+    """qmail's choice from the caller's uid: the alias, qmaild and qmails users by name, else None."""
+    for user, who in _RECEIVED_USERS:
+        if uid == _uid_of(user):
+            return who
+    return None
 
 
-def received_line(pid, uid, invoked=None, when=None):
-    return f"Received: (qmail {pid} {invoked_by(uid, invoked)}); {date822(when)}\n".encode()
+def received_line(pid, uid, received=None, when=None):
+    """`Received: (qmail PID invoked ...); DATE` + newline; `received` None means: judge by uid."""
+    who = received or received_by_uid(uid)
+    words = _RECEIVED_WORDS[who] if who else f"by uid {uid}"
+    return f"Received: (qmail {pid} invoked {words}); {date822(when)}\n".encode()
 
 
 # --- BIGBROTHER -----------------------------------------------------------------------
 
 def bigbrother(home):
-    """control/bigbrother as a ConstMap (address or @domain -> copy-to), or None."""
+    """control/bigbrother as a ConstMap (address or @domain -> copy-to), or None when absent."""
     try:
         items = control.read_list("bigbrother", None, home)
-    except control.ControlError:
-        raise QueueError(EXIT_CONFIG) from None
+    except control.ControlError as e:
+        raise QueueError(EXIT_CONFIG, str(e)) from None
     return None if items is None else control.ConstMap(items, values=True)
 
 
 def bigbrother_copies(bb, addresses):
-    """The extra recipients for the sender and each recipient (full address first, then @domain)."""
+    """The extra recipients for the sender and each recipient: full address first, then @domain."""
     extra = []
     for addr in addresses:
         text = addr.decode("utf-8", "surrogateescape")
@@ -121,124 +143,231 @@ def bigbrother_copies(bb, addresses):
     return extra
 
 
-# --- the steps ------------------------------------------------------------------------
+# --- the envelope ---------------------------------------------------------------------
 
 def envelope_bytes(uid, pid, sender, recipients, extra=()):
-    """intd/todo contents: u<uid>, p<pid>, F<sender>, T<rcpt>... each NUL-terminated."""
+    """intd/todo contents: u<uid>, p<pid>, F<sender>, T<rcpt>... each NUL-terminated (no final NUL,
+    as qmail-queue writes it)."""
     parts = [b"u%d\0p%d\0F" % (uid, pid), sender, b"\0"]
-    for r in recipients:
-        parts += [b"T", r, b"\0"]
-    for r in extra:
+    for r in (*recipients, *extra):
         parts += [b"T", r, b"\0"]
     return b"".join(parts)
 
 
-def check_address(addr):
+def check_address(addr, what):
     if len(addr) >= ADDR_MAX:
-        raise QueueError(EXIT_ADDR_TOO_LONG, f"{len(addr)} bytes")
+        raise QueueError(EXIT_ADDR_TOO_LONG, f"{what} is {len(addr)} bytes, the limit is {ADDR_MAX - 1}")
     if b"\0" in addr:
-        raise QueueError(EXIT_FORMAT, "NUL inside an address")
+        raise QueueError(EXIT_FORMAT, f"{what} contains a NUL byte")
 
 
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+class EnvelopeReader:
+    """qmail-queue's envelope parser on a descriptor: F<sender>NUL, T<rcpt>NUL ..., NUL.
 
+    It checks in qmail's order while reading: a first byte other than F or
+    a record not starting with T is 91, an address reaching 1003 bytes is
+    11 (even before its NUL arrives), end of input before the final NUL is 54.
+    It stops at the final NUL, so the writer need not close its end.
+    """
 
-_seq = [0]
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = b""
+        self.pos = 0
 
-
-def open_pid_file(queue, pid, start):
-    """pid/<pid>.<time>.<seq>, created exclusively; its inode becomes the message id."""
-    for _ in range(PID_TRIES):
-        _seq[0] += 1
-        path = f"{queue}/pid/{pid}.{int(start)}.{_seq[0]}"
+    def _more(self):
         try:
-            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            continue
+            data = os.read(self.fd, READ_SIZE)
         except OSError as e:
-            raise QueueError(EXIT_PID, f"{path}: {e.strerror}") from None
-    raise QueueError(EXIT_PID, "no free pid file name")
+            raise _fail(EXIT_READ, "envelope on fd 1", e) from None
+        if not data:
+            raise QueueError(EXIT_READ, "envelope on fd 1 ended before its final NUL")
+        self.buf = self.buf[self.pos:] + data
+        self.pos = 0
+
+    def byte(self):
+        if self.pos >= len(self.buf):
+            self._more()
+        self.pos += 1
+        return self.buf[self.pos - 1:self.pos]
+
+    def address(self, what):
+        while True:
+            end = self.buf.find(b"\0", self.pos, self.pos + ADDR_MAX)
+            if end >= 0:
+                addr, self.pos = self.buf[self.pos:end], end + 1
+                return addr
+            if len(self.buf) - self.pos >= ADDR_MAX:
+                raise QueueError(EXIT_ADDR_TOO_LONG, f"{what} reaches {ADDR_MAX} bytes")
+            self._more()
+
+    def read(self):
+        """(sender, [recipients])."""
+        if self.byte() != b"F":
+            raise QueueError(EXIT_FORMAT, "envelope on fd 1 does not start with F")
+        sender = self.address("sender")
+        recipients = []
+        while True:
+            kind = self.byte()
+            if kind == b"\0":
+                return sender, recipients
+            if kind != b"T":
+                raise QueueError(EXIT_FORMAT, f"recipient record {len(recipients) + 1} starts with {kind!r}, not T")
+            recipients.append(self.address(f"recipient {len(recipients) + 1}"))
+
+
+# --- the steps ------------------------------------------------------------------------
+
+_seq = itertools.count(1)  # pid file sequence numbers, process-wide: threads queueing at once get distinct names
+
+
+def _check_dir(path, code):
+    """What qmail's chdir() checks: the directory exists and we may search it."""
+    try:
+        os.stat(os.path.join(path, "."))
+    except OSError as e:
+        raise _fail(code, path, e) from None
+
+
+def _write_all(fd, chunks):
+    for data in chunks:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(fd, view):]
 
 
 class Message:
-    """One message being queued: create(), write() the body in pieces, then commit() the envelope."""
+    """One message being queued: create(), write() the body in pieces, then commit() the envelope.
 
-    def __init__(self, home=None, uid=None, pid=None, invoked=None):
+    Any QueueError leaves the queue as it was (abort() has run); after
+    commit() returns, the message belongs to the scheduler.
+    """
+
+    def __init__(self, home=None, received=None, uid=None, pid=None):
         self.home = home or conf.qmailhome()
         self.queue = os.path.join(self.home, "queue")
         self.uid = os.getuid() if uid is None else uid
         self.pid = os.getpid() if pid is None else pid
-        self.invoked = invoked
+        self.received = received
+        self.bigbrother = None
         self.fd = self.intd_fd = None
         self.mess = self.intd = None
         self.id = None
 
     def create(self):
+        """Checks home, control/bigbrother and queue (qmail's order), makes mess/, writes Received."""
         start = time.time()
-        if not os.path.isdir(self.home):
-            raise QueueError(EXIT_HOME, self.home)
-        if not os.path.isdir(self.queue):
-            raise QueueError(EXIT_QUEUE_DIR, self.queue)
-        pidpath, self.fd = open_pid_file(self.queue, self.pid, start)
+        _check_dir(self.home, EXIT_HOME)
+        self.bigbrother = bigbrother(self.home)
+        _check_dir(self.queue, EXIT_QUEUE_DIR)
+        pidpath = self._open_pid_file(int(start))
         try:
             self.id = os.fstat(self.fd).st_ino
-            self.mess = hier.queue_file(self.queue, "mess", self.id)
-            self.intd = hier.queue_file(self.queue, "intd", self.id)
-            try:
-                os.link(pidpath, self.mess)
-            except OSError as e:
-                raise QueueError(EXIT_MESS_LINK, f"{self.mess}: {e.strerror}") from None
-        finally:
-            try:
-                os.unlink(pidpath)
-            except OSError:
-                pass
-        self.write(received_line(self.pid, self.uid, self.invoked, start))
+        except OSError as e:
+            self._drop_pid_file(pidpath)
+            raise _fail(EXIT_PID, pidpath, e) from None
+        mess = hier.queue_file(self.queue, "mess", self.id)
+        try:
+            os.rename(pidpath, mess)
+        except OSError as e:
+            self._drop_pid_file(pidpath)
+            raise _fail(EXIT_MESS, mess, e) from None
+        self.mess = mess
+        self.write(received_line(self.pid, self.uid, self.received, start))
         return self
 
-    def write(self, data):
+    def _open_pid_file(self, start):
+        """pid/<pid>.<time>.<seq>, created exclusively; its inode becomes the message id."""
+        for _ in range(PID_TRIES):
+            path = f"{self.queue}/pid/{self.pid}.{start}.{next(_seq)}"
+            try:
+                self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                return path
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise _fail(EXIT_PID, path, e) from None
+        raise QueueError(EXIT_PID, f"{self.queue}/pid: {PID_TRIES} names for pid {self.pid} all taken")
+
+    def _drop_pid_file(self, path):
         try:
-            _write_all(self.fd, data)
+            os.unlink(path)
+        except OSError:
+            pass  # qmail-clean removes pid/ leftovers after 36 hours
+        os.close(self.fd)
+        self.fd = None
+
+    def write(self, *chunks):
+        try:
+            _write_all(self.fd, chunks)
         except OSError as e:
+            err = _fail(EXIT_WRITE, self.mess, e)
             self.abort()
-            raise QueueError(EXIT_WRITE, f"{self.mess}: {e.strerror}") from None
+            raise err from None
+
+    def copy_from(self, source):
+        """Append a readable binary file (or a descriptor number) to the message."""
+        read = (lambda: os.read(source, READ_SIZE)) if isinstance(source, int) else \
+            (lambda: source.read(READ_SIZE))
+        while True:
+            try:
+                data = read()
+            except OSError as e:
+                self.abort()
+                raise _fail(EXIT_READ, "message" + (" on fd 0" if source == 0 else ""), e) from None
+            if not data:
+                return
+            self.write(data)
 
     def commit(self, sender, recipients):
-        """fsync the message, write and fsync the envelope, link it into todo/; returns the id."""
+        """fsync the message, write the envelope to intd/, fsync, rename it into todo/; returns the id."""
         try:
-            check_address(sender)
-            for r in recipients:
-                check_address(r)
-            bb = bigbrother(self.home)
-            extra = bigbrother_copies(bb, [sender, *recipients]) if bb else []
-            try:
-                os.fsync(self.fd)
-            except OSError as e:
-                raise QueueError(EXIT_WRITE, f"{self.mess}: {e.strerror}") from None
-            self.write_envelope(envelope_bytes(self.uid, self.pid, sender, recipients, extra))
+            check_address(sender, "sender")
+            for i, r in enumerate(recipients, 1):
+                check_address(r, f"recipient {i}")
+            extra = bigbrother_copies(self.bigbrother, [sender, *recipients]) if self.bigbrother else ()
+            self._sync(self.fd, self.mess)
+            self._write_envelope(envelope_bytes(self.uid, self.pid, sender, recipients, extra))
             todo = hier.queue_file(self.queue, "todo", self.id)
             try:
-                os.link(self.intd, todo)
+                os.rename(self.intd, todo)
             except OSError as e:
-                raise QueueError(EXIT_TODO_LINK, e.strerror) from None
-            try:
-                self.sync_dir(os.path.dirname(todo))
-            except QueueError:
-                os.unlink(todo)  # not acknowledged: take it back before the rest is removed
-                raise
-        except QueueError:
+                raise _fail(EXIT_TODO, todo, e) from None
+        except BaseException:
             self.abort()
             raise
+        self.intd = None  # renamed: the message is queued and is no longer ours to remove
         self.close()
-        pull_trigger(self.queue)
+        try:
+            self._sync_dir(os.path.dirname(todo))
+        finally:
+            pull_trigger(self.queue)
         return self.id
 
-    def sync_dir(self, path):
-        """Make the todo/ link durable before we report success (ext4 without a journal needs it)."""
+    def _write_envelope(self, data):
+        try:
+            self.intd_fd = os.open(hier.queue_file(self.queue, "intd", self.id),
+                                   os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as e:
+            raise _fail(EXIT_INTD, hier.queue_file(self.queue, "intd", self.id), e) from None
+        self.intd = hier.queue_file(self.queue, "intd", self.id)
+        try:
+            _write_all(self.intd_fd, (data,))
+        except OSError as e:
+            raise _fail(EXIT_WRITE, self.intd, e) from None
+        self._sync(self.intd_fd, self.intd)
+
+    @staticmethod
+    def _sync(fd, path):
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            raise _fail(EXIT_WRITE, path, e) from None
+
+    @staticmethod
+    def _sync_dir(path):
+        """Make the todo rename durable. It has happened, so a failure here cannot be undone
+        (qmail-todo may already be reading it): the caller hears 53 and may queue a duplicate."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -246,18 +375,7 @@ class Message:
             finally:
                 os.close(fd)
         except OSError as e:
-            raise QueueError(EXIT_WRITE, f"{path}: {e.strerror}") from None
-
-    def write_envelope(self, data):
-        try:
-            self.intd_fd = os.open(self.intd, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except OSError as e:
-            raise QueueError(EXIT_INTD, f"{self.intd}: {e.strerror}") from None
-        try:
-            _write_all(self.intd_fd, data)
-            os.fsync(self.intd_fd)
-        except OSError as e:
-            raise QueueError(EXIT_WRITE, f"{self.intd}: {e.strerror}") from None
+            raise _fail(EXIT_WRITE, path, e) from None
 
     def close(self):
         for fd in (self.fd, self.intd_fd):
@@ -266,24 +384,27 @@ class Message:
         self.fd = self.intd_fd = None
 
     def abort(self):
-        """qmail-queue's cleanup(): truncate and remove what was made; the scheduler never sees it."""
+        """qmail-queue's cleanup(): truncate and remove what was made, once; the scheduler never saw it.
+
+        Each name is forgotten as soon as it is removed: once our inode is
+        free another qmail-queue may get the same id, and its files must
+        not be touched by a second abort().
+        """
         for fd, path in ((self.intd_fd, self.intd), (self.fd, self.mess)):
             if path is None:
                 continue
             try:
                 if fd is not None:
                     os.ftruncate(fd, 0)
-            except OSError:
-                pass
-            try:
                 os.unlink(path)
             except OSError:
-                pass
+                pass  # an orphan without todo/: qmail-send removes it after 36 hours
+        self.intd = self.mess = None
         self.close()
 
 
 def pull_trigger(queue):
-    """Wake qmail-todo with one byte on lock/trigger; nobody listening is fine."""
+    """Wake qmail-todo with one byte on lock/trigger; nobody listening (ENXIO) is fine."""
     try:
         fd = os.open(f"{queue}/lock/trigger", os.O_WRONLY | os.O_NONBLOCK)
     except OSError:
@@ -291,92 +412,75 @@ def pull_trigger(queue):
     try:
         os.write(fd, b"\0")
     except OSError:
-        pass
+        pass  # a full pipe has been pulled already
     finally:
         os.close(fd)
 
 
-def enqueue(message, sender, recipients, *, home=None, invoked=None, uid=None, pid=None):
-    """Queue `message` (bytes) for `recipients` (bytes) from `sender`; returns the message id.
+def enqueue(message, sender, recipients, *, home=None, received=None, uid=None, pid=None):
+    """Queue `message` (bytes-like, or a binary file) from `sender` to `recipients` (bytes).
 
-    Raises QueueError (code, text) when it was not queued; then nothing is left in the queue.
+    Returns the message id once the message and its todo/ entry are on
+    disk. `received`: RECEIVED_NETWORK, RECEIVED_ALIAS or RECEIVED_BOUNCE
+    for the Received line, None to judge by the uid as qmail-queue does.
+    Raises QueueError when it was not queued; nothing is left in the queue then.
     """
-    m = Message(home, uid, pid, invoked).create()
-    m.write(message)
+    m = Message(home, received, uid, pid).create()
+    if hasattr(message, "read"):
+        m.copy_from(message)
+    else:
+        m.write(message)
     return m.commit(sender, recipients)
 
 
 # --- the program ----------------------------------------------------------------------
 
-def read_envelope(fd):
-    """(sender, recipients) from fd 1 as qmail-queue reads it; QueueError 91/11/54 on bad input."""
-    chunks = []
+def _die(code):
+    os._exit(code)
+
+
+def _on_alarm(signum, frame):
+    _die(EXIT_TIMEOUT)  # no cleanup, as qmail: the message may already be in todo/
+
+
+def setup_process():
+    """qmail-queue.c's start: umask 033, signals ignored as sig_miscignore, the one-day alarm."""
+    os.umask(0o033)  # queue files readable by qmail-send and qmail-todo whatever our caller's umask
+    for name in ("SIGPIPE", "SIGVTALRM", "SIGPROF", "SIGQUIT", "SIGINT", "SIGHUP", "SIGXCPU", "SIGXFSZ"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)  # SIGXFSZ ignored: a too big file is a 53
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(DEATH)
+
+
+def queue_from_fds():
+    """Message on fd 0, envelope on fd 1, as qmail-queue: the message first, then the envelope."""
+    m = Message().create()
+    m.copy_from(0)
     try:
-        while True:
-            data = os.read(fd, 65536)
-            if not data:
-                break
-            chunks.append(data)
-            if data.endswith(b"\0\0") or (len(chunks) > 1 and b"".join(chunks[-2:]).endswith(b"\0\0")):
-                break
-    except OSError as e:
-        raise QueueError(EXIT_READ, f"envelope: {e.strerror}") from None
-    data = b"".join(chunks)
-    if not data:
-        raise QueueError(EXIT_READ, "empty envelope")
-    if not data.startswith(b"F"):
-        raise QueueError(EXIT_FORMAT, "envelope does not start with F")
-    fields = data.split(b"\0")
-    sender = fields[0][1:]
-    if len(sender) >= ADDR_MAX:
-        raise QueueError(EXIT_ADDR_TOO_LONG, "sender")
-    recipients = []
-    for i, f in enumerate(fields[1:], 1):
-        if f == b"":
-            if i == len(fields) - 1:
-                raise QueueError(EXIT_READ, "envelope ends early")
-            return sender, recipients
-        if not f.startswith(b"T"):
-            raise QueueError(EXIT_FORMAT, "recipient record does not start with T")
-        if len(f) - 1 >= ADDR_MAX:
-            raise QueueError(EXIT_ADDR_TOO_LONG, "recipient")
-        recipients.append(f[1:])
-    raise QueueError(EXIT_READ, "envelope ends early")
-
-
-def copy_message(m, fd):
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError as e:
-            m.abort()
-            raise QueueError(EXIT_READ, f"message: {e.strerror}") from None
-        if not data:
-            return
-        m.write(data)
-
-
-def die_on_alarm(signum, frame):
-    raise QueueError(EXIT_TIMEOUT)
+        sender, recipients = EnvelopeReader(1).read()
+    except BaseException:
+        m.abort()
+        raise
+    return m.commit(sender, recipients)
 
 
 def main(argv=None):
-    os.umask(0o033)  # as qmail-queue: queue files readable by qmail-send and qmail-todo whatever our caller's umask
-    signal.signal(signal.SIGALRM, die_on_alarm)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.alarm(DEATH)
-    m = None
+    setup_process()
     try:
-        m = Message().create()
-        copy_message(m, 0)
-        sender, recipients = read_envelope(1)
-        m.commit(sender, recipients)
+        queue_from_fds()
     except QueueError as e:
-        if m is not None:
-            m.abort()
-        sys.stderr.write(f"qmail-queue: {e}\n")
-        return e.code
+        return _complain(e.code, str(e))
+    except MemoryError:
+        return _complain(EXIT_NOMEM, _WHY[EXIT_NOMEM])
+    except Exception as e:  # noqa: BLE001 - an unexpected failure is qmail's "internal bug", never a traceback
+        return _complain(EXIT_BUG, f"{_WHY[EXIT_BUG]}: {type(e).__name__}: {e}")
     return EXIT_OK
+
+
+def _complain(code, text):
+    sys.stderr.write(f"qmail-queue: {text}\n")
+    sys.stderr.flush()
+    return code
 
 
 if __name__ == "__main__":

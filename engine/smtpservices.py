@@ -50,7 +50,7 @@ class Services:
         try:
             # the fsyncs run in a thread so the worker's other sessions go on meanwhile
             await loop.run_in_executor(None, lambda: queue.enqueue(message, sender, recipients, home=self.home,
-                                                                   invoked="network"))
+                                                                   received=queue.RECEIVED_NETWORK))
         except queue.QueueError as e:
             return e.text
         return "K"

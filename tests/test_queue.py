@@ -1,194 +1,521 @@
-"""qmail-queue (program and in-process enqueue): layout, exit codes, BIGBROTHER, trigger, crash safety."""
+"""qmail-queue, the program (a real subprocess, fds 0 and 1 wired as qmail does) and the in-process enqueue:
+layout, Received line, every exit code and its message, BIGBROTHER, trigger, disk full, permissions, crashes."""
 
+import io
 import os
 import pwd
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import pytest
 
-from engine import hier, queue, todo
+from engine import clean, compiled, hier, install, queue
+from support.qmailhome import make_qmailhome
 
 QUEUE_PROG = [sys.executable, "-m", "engine.queue"]
+MESSAGE = b"Subject: t\n\nbody\n"
+ENVELOPE = b"Fa@b.test\0Tc@d.test\0\0"
+RECEIVED = re.compile(rb"Received: \(qmail (\d+) invoked (by alias|from network|for bounce|by uid \d+)\); "
+                      rb"\d{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d -0000\n")
+_scan = compiled.load("queuescan")
 
 
-def run_queue(home, message=b"Subject: t\n\nbody\n", envelope=b"Fa@b.test\0Tc@d.test\0\0", stdin=None,
-              preexec=None):
-    """Run qmail-queue with the message on fd 0 and the envelope on fd 1 (pipes)."""
-    env_r, env_w = os.pipe()
-    os.write(env_w, envelope)
-    os.close(env_w)
+# --- helpers --------------------------------------------------------------------------
+
+def _feed(fd, data):
     try:
-        p = subprocess.run(QUEUE_PROG, input=None if stdin else message, stdin=stdin, stdout=env_r,
-                           stderr=subprocess.PIPE, env={**os.environ, "QMAILHOME": home},
-                           preexec_fn=preexec)
+        os.write(fd, data) if len(data) < 65536 else _write_slowly(fd, data)
+    except BrokenPipeError:
+        pass
     finally:
-        os.close(env_r)
+        os.close(fd)
+
+
+def _write_slowly(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[:65536]):]
+
+
+def as_user(name):
+    pw = pwd.getpwnam(name)
+
+    def become():
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    return become
+
+
+def run_queue(home, message=MESSAGE, envelope=ENVELOPE, *, stdin=None, stdout=None, preexec=None,
+              close_envelope=True):
+    """Run qmail-queue with the message on fd 0 and the envelope on fd 1; (exit code, stderr).
+
+    stdin/stdout replace the pipes (e.g. a directory, to make reads fail);
+    close_envelope=False keeps the envelope pipe open, as a writer that never closes it.
+    """
+    env_r = env_w = None
+    if stdout is None:
+        env_r, env_w = os.pipe()
+        writer = threading.Thread(target=_feed if close_envelope else os.write, args=(env_w, envelope))
+        writer.start()
+    try:
+        p = subprocess.run(QUEUE_PROG, input=None if stdin is not None else message, stdin=stdin,
+                           stdout=stdout if stdout is not None else env_r, stderr=subprocess.PIPE,
+                           env={**os.environ, "QMAILHOME": home}, preexec_fn=preexec, timeout=60)
+    finally:
+        if env_r is not None:
+            os.close(env_r)
+            writer.join()
+            if not close_envelope:
+                os.close(env_w)
     return p.returncode, p.stderr.decode()
 
 
-def queued_ids(home):
-    q = os.path.join(home, "queue", "todo")
-    return [int(n) for sub in os.listdir(q) for n in os.listdir(os.path.join(q, sub))]
+def qdir(home):
+    return os.path.join(home, "queue")
+
+
+def todo_ids(home):
+    return _scan.scan_todo(qdir(home))
 
 
 def files_of(home, msgid):
-    q = os.path.join(home, "queue")
-    return {k for k in ("mess", "intd", "todo") if os.path.exists(hier.queue_file(q, k, msgid))}
+    return {k for k in ("mess", "intd", "todo") if os.path.exists(hier.queue_file(qdir(home), k, msgid))}
 
+
+def assert_queue_empty(home):
+    """No trace of a message: nothing in pid/, mess/, intd/, todo/."""
+    q = qdir(home)
+    assert os.listdir(os.path.join(q, "pid")) == []
+    for kind in ("mess", "intd", "todo"):
+        assert _scan.scan_split(q, kind) == [], f"{kind}/ is not empty"
+
+
+def read_queued(home, msgid):
+    with open(hier.queue_file(qdir(home), "mess", msgid), "rb") as f:
+        mess = f.read()
+    with open(hier.queue_file(qdir(home), "todo", msgid), "rb") as f:
+        todo = f.read()
+    return mess, todo
+
+
+def envelope_of(todo):
+    """todo/ records -> (uid, pid, sender, [recipients]); asserts qmail's record order."""
+    recs = _scan.parse_records(todo)
+    assert todo.endswith(b"\0") and recs[0][:1] == b"u" and recs[1][:1] == b"p" and recs[2][:1] == b"F"
+    assert all(r[:1] == b"T" for r in recs[3:])
+    return int(recs[0][1:]), int(recs[1][1:]), recs[2][1:], [r[1:] for r in recs[3:]]
+
+
+# --- the program: a message queued ----------------------------------------------------
 
 def test_program_queues_message_and_envelope(qmailhome):
     code, err = run_queue(qmailhome, envelope=b"Fa@b.test\0Tc@d.test\0Te@f.test\0\0")
     assert (code, err) == (0, "")
-    [msgid] = queued_ids(qmailhome)
-    q = os.path.join(qmailhome, "queue")
-    assert files_of(qmailhome, msgid) == {"mess", "intd", "todo"}
-    assert os.stat(hier.queue_file(q, "mess", msgid)).st_ino == msgid
-    with open(hier.queue_file(q, "mess", msgid), "rb") as f:
-        mess = f.read()
-    assert mess.startswith(b"Received: (qmail ") and b" invoked by uid %d); " % os.getuid() in mess
-    assert mess.endswith(b" -0000\nSubject: t\n\nbody\n")
-    with open(hier.queue_file(q, "todo", msgid), "rb") as f:
-        uid, pid, sender, rcpts = todo.parse_envelope(f.read())
-    assert (uid, sender, rcpts) == (str(os.getuid()).encode(), b"a@b.test", [b"c@d.test", b"e@f.test"])
-    assert not os.listdir(os.path.join(q, "pid"))
+    [msgid] = todo_ids(qmailhome)
+    assert files_of(qmailhome, msgid) == {"mess", "todo"}  # intd was renamed to todo
+    assert os.stat(hier.queue_file(qdir(qmailhome), "mess", msgid)).st_ino == msgid
+    assert msgid % 23 == int(os.path.basename(os.path.dirname(hier.queue_file(qdir(qmailhome), "todo", msgid))))
+    mess, todo = read_queued(qmailhome, msgid)
+    m = RECEIVED.match(mess)
+    assert m and m.group(2) == b"by uid %d" % os.getuid()
+    assert mess[m.end():] == MESSAGE
+    pid = int(m.group(1))
+    assert todo == b"u%d\0p%d\0Fa@b.test\0Tc@d.test\0Te@f.test\0" % (os.getuid(), pid)
+    assert os.listdir(os.path.join(qdir(qmailhome), "pid")) == []
 
 
-@pytest.mark.parametrize("envelope,code", [
-    (b"Xa@b\0Tc@d\0\0", 91),
-    (b"Fa@b\0Xc@d\0\0", 91),
-    (b"Fa@b\0Tc@d\0", 54),
-    (b"", 54),
-    (b"F" + b"a" * 1003 + b"\0Tc@d\0\0", 11),
-    (b"Fa@b\0T" + b"c" * 1003 + b"\0\0", 11),
+def test_queue_files_are_0644_whatever_the_callers_umask(qmailhome):
+    code, _ = run_queue(qmailhome, preexec=lambda: os.umask(0o077))
+    assert code == 0
+    [msgid] = todo_ids(qmailhome)
+    for kind in ("mess", "todo"):
+        assert os.stat(hier.queue_file(qdir(qmailhome), kind, msgid)).st_mode & 0o777 == 0o644
+
+
+def test_empty_sender_no_recipients_and_long_but_legal_addresses(qmailhome):
+    longest = b"x" * 1001 + b"@"  # 1002 bytes: the longest address qmail-queue takes
+    assert run_queue(qmailhome, envelope=b"F\0\0")[0] == 0
+    assert run_queue(qmailhome, envelope=b"F" + longest + b"\0T" + longest + b"\0\0")[0] == 0
+    envelopes = sorted((envelope_of(read_queued(qmailhome, i)[1])[2:] for i in todo_ids(qmailhome)), key=len)
+    assert (b"", []) in envelopes and (longest, [longest]) in envelopes
+
+
+def test_envelope_is_read_up_to_its_final_nul_only(qmailhome):
+    """The writer need not close fd 1, and bytes after the final NUL are not read as recipients."""
+    code, err = run_queue(qmailhome, envelope=b"Fa@b\0Tc@d\0\0Tjunk\0", close_envelope=False)
+    assert (code, err) == (0, "")
+    [msgid] = todo_ids(qmailhome)
+    assert envelope_of(read_queued(qmailhome, msgid)[1])[3] == [b"c@d"]
+
+
+def test_program_pulls_the_trigger(qmailhome):
+    fifo = os.open(os.path.join(qdir(qmailhome), "lock", "trigger"), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert run_queue(qmailhome)[0] == 0
+        assert os.read(fifo, 10) == b"\0"
+    finally:
+        os.close(fifo)
+
+
+def test_program_as_another_user_says_by_uid(nobody_home):
+    code, err = run_queue(nobody_home, preexec=as_user("nobody"))
+    assert (code, err) == (0, "")
+    [msgid] = todo_ids(nobody_home)
+    mess, todo = read_queued(nobody_home, msgid)
+    uid = pwd.getpwnam("nobody").pw_uid
+    assert b" invoked by uid %d); " % uid in mess.split(b"\n", 1)[0]
+    assert envelope_of(todo)[0] == uid
+
+
+# --- the program: every failure -------------------------------------------------------
+
+@pytest.mark.parametrize("envelope,code,words", [
+    (b"Xa@b\0Tc@d\0\0", 91, "envelope format error: envelope on fd 1 does not start with F"),
+    (b"Fa@b\0Xc@d\0\0", 91, "envelope format error: recipient record 1 starts with b'X', not T"),
+    (b"Fa@b\0Tc@d\0Te@f\0", 54, "read error: envelope on fd 1 ended before its final NUL"),
+    (b"Fa@b\0Tc@d", 54, "read error: envelope on fd 1 ended before its final NUL"),
+    (b"", 54, "read error: envelope on fd 1 ended before its final NUL"),
+    (b"F" + b"a" * 1003 + b"\0Tc@d\0\0", 11, "envelope address too long: sender reaches 1003 bytes"),
+    (b"F" + b"a" * 1003, 11, "envelope address too long: sender reaches 1003 bytes"),
+    (b"Fa@b\0Tc@d\0T" + b"c" * 5000 + b"\0\0", 11, "envelope address too long: recipient 2 reaches 1003 bytes"),
 ])
-def test_bad_envelopes_leave_nothing(qmailhome, envelope, code):
+def test_bad_envelopes_leave_nothing(qmailhome, envelope, code, words):
     got, err = run_queue(qmailhome, envelope=envelope)
-    assert got == code and err.startswith("qmail-queue: ") and err.count("\n") == 1
-    assert queued_ids(qmailhome) == []
-    mess = os.path.join(qmailhome, "queue", "mess")
-    assert not any(os.listdir(os.path.join(mess, s)) for s in os.listdir(mess))
+    assert (got, err) == (code, f"qmail-queue: {words}\n")
+    assert_queue_empty(qmailhome)
 
 
 def test_read_error_on_fd0(qmailhome, tmp_path):
-    # fd 0 open for writing only: every read fails (EBADF)
-    fd = os.open(str(tmp_path / "writeonly"), os.O_WRONLY | os.O_CREAT)
+    """fd 0 open for writing only: read() fails (EBADF). (A directory on fd 0 cannot be tried: the Python
+    interpreter itself refuses to start with one, exit 1, before qmail-queue runs.)"""
+    fd = os.open(tmp_path / "writeonly", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         code, err = run_queue(qmailhome, stdin=fd)
     finally:
         os.close(fd)
-    assert code == 54 and "read error" in err
-    assert queued_ids(qmailhome) == []
+    assert (code, err) == (54, "qmail-queue: read error: message on fd 0: Bad file descriptor\n")
+    assert_queue_empty(qmailhome)
 
 
-def test_missing_home(tmp_path):
+def test_read_error_on_fd1(qmailhome, tmp_path):
+    fd = os.open(tmp_path / "writeonly", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        code, err = run_queue(qmailhome, stdout=fd)
+    finally:
+        os.close(fd)
+    assert (code, err) == (54, "qmail-queue: read error: envelope on fd 1: Bad file descriptor\n")
+    assert_queue_empty(qmailhome)
+
+
+def test_missing_home_is_61(tmp_path):
     code, err = run_queue(str(tmp_path / "nowhere"))
-    assert code == 61 and "home" in err
+    assert (code, err) == (61, f"qmail-queue: trouble with the qmail home: {tmp_path}/nowhere: "
+                               "No such file or directory\n")
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give the queue to another user")
-def test_queue_without_permission(qmailhome):
-    nobody = pwd.getpwnam("nobody")
-    os.chmod(qmailhome, 0o755)
-    parent = os.path.dirname(qmailhome)
-    while parent != "/":
-        os.chmod(parent, os.stat(parent).st_mode | 0o005)
-        parent = os.path.dirname(parent)
+def test_missing_queue_is_62(qmailhome):
+    os.rename(qdir(qmailhome), qdir(qmailhome) + ".away")
+    code, err = run_queue(qmailhome)
+    assert (code, err) == (62, f"qmail-queue: trouble with the queue directory: {qdir(qmailhome)}: "
+                               "No such file or directory\n")
 
-    def as_nobody():
-        os.setgid(nobody.pw_gid)
-        os.setuid(nobody.pw_uid)
-    code, err = run_queue(qmailhome, preexec=as_nobody)
-    assert code in (62, 63) and "queue" in err or "pid" in err
-    assert queued_ids(qmailhome) == []
+
+def test_unreadable_bigbrother_is_55(qmailhome):
+    os.mkdir(os.path.join(qmailhome, "control", "bigbrother"))
+    code, err = run_queue(qmailhome)
+    assert code == 55 and err.startswith("qmail-queue: unable to read control/bigbrother: ")
+    assert err.count("\n") == 1
+    assert_queue_empty(qmailhome)
+
+
+@pytest.fixture
+def nobody_home():
+    """A single-user qmail home owned by nobody, in a directory nobody can reach."""
+    if os.getuid() != 0:
+        pytest.fail("the permission tests need root (CI runs as root)")
+    base = tempfile.mkdtemp(prefix="pyqmail-queue-", dir="/tmp")
+    os.chmod(base, 0o755)
+    home = make_qmailhome(os.path.join(base, "qmail"))
+    pw = pwd.getpwnam("nobody")
+    for d, dirs, files in os.walk(home):
+        for name in [d, *(os.path.join(d, f) for f in files)]:
+            os.chown(name, pw.pw_uid, pw.pw_gid)
+    yield home
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("dirs,code,words", [
+    (["queue"], 62, "trouble with the queue directory: {q}: Permission denied"),
+    (["queue/pid"], 63, "trouble with queue/pid: {q}/pid/"),
+    ([f"queue/mess/{i}" for i in range(23)], 64, "trouble with queue/mess: {q}/mess/"),
+    ([f"queue/intd/{i}" for i in range(23)], 65, "trouble with queue/intd: {q}/intd/"),
+    ([f"queue/todo/{i}" for i in range(23)], 66, "trouble with queue/todo: {q}/todo/"),
+])
+def test_queue_directories_without_permission(nobody_home, dirs, code, words):
+    """Run as nobody (root ignores modes) with one part of the queue closed to writing: 62..66, nothing left."""
+    for d in dirs:
+        os.chmod(os.path.join(nobody_home, d), 0o500 if d != "queue" else 0o000)
+    got, err = run_queue(nobody_home, preexec=as_user("nobody"))
+    for d in dirs:
+        os.chmod(os.path.join(nobody_home, d), 0o700)
+    assert got == code, err
+    assert err.startswith("qmail-queue: " + words.format(q=qdir(nobody_home))) and err.count("\n") == 1
+    if code != 62:
+        assert err.endswith(": Permission denied\n")
+    assert_queue_empty(nobody_home)
 
 
 @pytest.fixture
 def tiny_fs(tmp_path):
+    """A 256 KB tmpfs (root mounts it; CI runs as root), unmounted afterwards."""
     if os.getuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+        pytest.fail("mounting a tmpfs needs root (CI runs as root)")
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
-    yield str(mnt)
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    yield make_qmailhome(str(mnt / "qmail"))
+    subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_disk_full_is_53_and_leaves_nothing(tiny_fs):
-    from support.qmailhome import make_qmailhome
-    home = make_qmailhome(os.path.join(tiny_fs, "qmail"))
-    code, err = run_queue(home, message=b"Subject: big\n\n" + b"x" * (1 << 20))
-    assert code == 53 and "disk full" in err
-    assert queued_ids(home) == []
-    mess = os.path.join(home, "queue", "mess")
-    assert not any(os.listdir(os.path.join(mess, s)) for s in os.listdir(mess))
+def test_disk_full_while_writing_the_message_is_53(tiny_fs):
+    code, err = run_queue(tiny_fs, message=b"Subject: big\n\n" + b"x" * (1 << 20))
+    assert code == 53
+    assert re.fullmatch(r"qmail-queue: write error or disk full: .*/queue/mess/\d+/\d+: No space left on device\n", err)
+    assert_queue_empty(tiny_fs)
+    assert run_queue(tiny_fs)[0] == 0  # the space came back: the next message goes in
 
 
-def test_bigbrother_adds_copies(qmailhome):
-    with open(os.path.join(qmailhome, "control", "bigbrother"), "w") as f:
-        f.write("watched@example.test:archive@example.test\n@spy.test:spy-copy@example.test\n")
-    msgid = queue.enqueue(b"x\n", b"Watched@Example.test", [b"a@spy.test", b"b@other.test"], home=qmailhome)
-    with open(hier.queue_file(os.path.join(qmailhome, "queue"), "todo", msgid), "rb") as f:
-        rcpts = todo.parse_envelope(f.read())[3]
-    assert rcpts == [b"a@spy.test", b"b@other.test", b"archive@example.test", b"spy-copy@example.test"]
+def test_disk_full_while_writing_the_envelope_is_53(tiny_fs):
+    many = b"".join(b"T%06d@recipients.example.test\0" % i for i in range(20000))  # ~640 KB of envelope
+    code, err = run_queue(tiny_fs, envelope=b"Fa@b\0" + many + b"\0")
+    assert code == 53
+    assert re.fullmatch(r"qmail-queue: write error or disk full: .*/queue/intd/\d+/\d+: No space left on device\n",
+                        err)
+    assert_queue_empty(tiny_fs)
 
 
-def test_enqueue_pulls_the_trigger_and_names_network(qmailhome):
-    fifo = os.open(os.path.join(qmailhome, "queue", "lock", "trigger"), os.O_RDONLY | os.O_NONBLOCK)
+def test_alarm_exits_52_without_cleanup(qmailhome):
+    """qmail-queue's one-day alarm, fired early: exit 52 at once (qmail does no cleanup in the handler)."""
+    env_r, env_w = os.pipe()
+    p = subprocess.Popen(QUEUE_PROG, stdin=subprocess.PIPE, stdout=env_r, stderr=subprocess.PIPE,
+                         env={**os.environ, "QMAILHOME": qmailhome})
+    os.close(env_r)
     try:
-        msgid = queue.enqueue(b"Subject: x\n\n", b"", [b"r@x.test"], home=qmailhome, invoked="network")
+        p.stdin.write(b"Subject: slow\n\n")
+        p.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not _scan.scan_split(qdir(qmailhome), "mess") and time.monotonic() < deadline:
+            time.sleep(0.01)  # wait until it has made its mess/ file and is reading fd 0
+        p.send_signal(signal.SIGALRM)
+        assert p.wait(timeout=30) == 52
+    finally:
+        os.close(env_w)
+        p.stdin.close()
+        p.stderr.close()
+    assert todo_ids(qmailhome) == []
+
+
+# --- BIGBROTHER -----------------------------------------------------------------------
+
+def test_bigbrother_adds_copies_for_sender_and_recipients(qmailhome):
+    with open(os.path.join(qmailhome, "control", "bigbrother"), "w") as f:
+        f.write("# watched\nwatched@example.test:archive@example.test\n@spy.test:spy-copy@example.test\n"
+                "exact@spy.test:exact-copy@example.test\nnocolon@example.test\n\n")
+    envelope = (b"FWatched@Example.TEST\0Ta@spy.test\0Tb@other.test\0Texact@spy.test\0"
+                b"Tnocolon@example.test\0\0")
+    assert run_queue(qmailhome, envelope=envelope)[0] == 0
+    [msgid] = todo_ids(qmailhome)
+    assert envelope_of(read_queued(qmailhome, msgid)[1])[3] == [
+        b"a@spy.test", b"b@other.test", b"exact@spy.test", b"nocolon@example.test",
+        b"archive@example.test", b"spy-copy@example.test", b"exact-copy@example.test"]
+
+
+def test_bigbrother_in_process(qmailhome):
+    with open(os.path.join(qmailhome, "control", "bigbrother"), "w") as f:
+        f.write("@example.test:copy@archive.test\n")
+    msgid = queue.enqueue(b"x\n", b"", [b"r@example.test"], home=qmailhome)
+    assert envelope_of(read_queued(qmailhome, msgid)[1])[3] == [b"r@example.test", b"copy@archive.test"]
+
+
+# --- the in-process enqueue -----------------------------------------------------------
+
+def test_enqueue_returns_the_id_of_a_complete_message(qmailhome):
+    fifo = os.open(os.path.join(qdir(qmailhome), "lock", "trigger"), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        msgid = queue.enqueue(b"Subject: x\n\nhi\n", b"s@x.test", [b"r@x.test", b"q@y.test"], home=qmailhome)
         assert os.read(fifo, 10) == b"\0"
     finally:
         os.close(fifo)
-    with open(hier.queue_file(os.path.join(qmailhome, "queue"), "mess", msgid), "rb") as f:
-        assert b" invoked from network); " in f.readline()
+    assert todo_ids(qmailhome) == [msgid] and files_of(qmailhome, msgid) == {"mess", "todo"}
+    mess, todo = read_queued(qmailhome, msgid)
+    assert RECEIVED.match(mess) and mess.endswith(b"\nSubject: x\n\nhi\n")
+    assert envelope_of(todo) == (os.getuid(), os.getpid(), b"s@x.test", [b"r@x.test", b"q@y.test"])
 
 
-def test_enqueue_errors_are_queue_errors(qmailhome):
+@pytest.mark.parametrize("message", [
+    b"Subject: x\n\nbytes\n", bytearray(b"Subject: x\n\nbytearray\n"), memoryview(b"Subject: x\n\nview\n"),
+    io.BytesIO(b"Subject: x\n\nfile\n" + b"z" * 200000),
+])
+def test_enqueue_takes_bytes_like_and_files(qmailhome, message):
+    expect = message.getvalue() if isinstance(message, io.BytesIO) else bytes(message)
+    msgid = queue.enqueue(message, b"s@x.test", [b"r@x.test"], home=qmailhome)
+    assert read_queued(qmailhome, msgid)[0].split(b"\n", 1)[1] == expect
+
+
+@pytest.mark.parametrize("received,words", [
+    (queue.RECEIVED_NETWORK, b"from network"), (queue.RECEIVED_ALIAS, b"by alias"),
+    (queue.RECEIVED_BOUNCE, b"for bounce"), (None, b"by uid %d" % os.getuid()),
+])
+def test_enqueue_received_line(qmailhome, received, words):
+    msgid = queue.enqueue(b"x\n", b"", [b"r@x.test"], home=qmailhome, received=received)
+    m = RECEIVED.match(read_queued(qmailhome, msgid)[0])
+    assert m.group(2) == words and int(m.group(1)) == os.getpid()
+
+
+def test_received_words_follow_qmails_users(tmp_path):
+    """alias -> by alias, qmaild -> from network, qmails -> for bounce, anyone else -> by uid N."""
+    if os.getuid() != 0:
+        pytest.fail("creating qmail's users needs root (CI runs as root)")
+    install.ensure_ids(str(tmp_path))
+    for user, words in (("alias", "by alias"), ("qmaild", "from network"), ("qmails", "for bounce")):
+        uid = pwd.getpwnam(user).pw_uid
+        assert f" invoked {words}); ".encode() in queue.received_line(77, uid)
+    assert queue.received_line(77, 65534, when=0) == \
+        b"Received: (qmail 77 invoked by uid 65534); 1 Jan 1970 00:00:00 -0000\n"
+
+
+@pytest.mark.parametrize("sender,recipients,code,detail", [
+    (b"a@b", [b"c" * 2000], 11, "recipient 1 is 2000 bytes, the limit is 1002"),
+    (b"a" * 1003, [b"c@d"], 11, "sender is 1003 bytes, the limit is 1002"),
+    (b"a@b", [b"c@d", b"e\0f"], 91, "recipient 2 contains a NUL byte"),
+])
+def test_enqueue_errors_are_queue_errors_and_leave_nothing(qmailhome, sender, recipients, code, detail):
     with pytest.raises(queue.QueueError) as e:
-        queue.enqueue(b"x", b"a@b", [b"c" * 2000], home=qmailhome)
-    assert e.value.code == 11 and e.value.text == "Denvelope address too long for qq (#5.1.3)"
-    assert queued_ids(qmailhome) == []
+        queue.enqueue(b"x", sender, recipients, home=qmailhome)
+    assert (e.value.code, e.value.detail) == (code, detail)
+    assert e.value.text == {11: "Denvelope address too long for qq (#5.1.3)", 91: "Zqq internal bug (#4.3.0)"}[code]
+    assert_queue_empty(qmailhome)
+
+
+def test_enqueue_file_read_error_is_54(qmailhome):
+    class Broken(io.RawIOBase):
+        def read(self, n=-1):
+            raise OSError(5, "Input/output error")
+    with pytest.raises(queue.QueueError) as e:
+        queue.enqueue(Broken(), b"a@b", [b"c@d"], home=qmailhome)
+    assert (e.value.code, str(e.value)) == (54, "read error: message: Input/output error")
+    assert_queue_empty(qmailhome)
+
+
+def test_enqueue_from_threads_gives_distinct_ids(qmailhome):
+    ids, errors = [], []
+
+    def worker(n):
+        try:
+            for i in range(15):
+                ids.append(queue.enqueue(b"Subject: %d-%d\n\n" % (n, i), b"a@b", [b"c@d"], home=qmailhome))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(ids)) == 90 and sorted(todo_ids(qmailhome)) == sorted(ids)
+    subjects = {read_queued(qmailhome, i)[0].split(b"\n")[1] for i in ids}
+    assert len(subjects) == 90
+
+
+# --- crashes --------------------------------------------------------------------------
+
+# (syscall, which call) at which strace kills qmail-queue, and the files it must leave (INTERNALS.md)
+CRASH_POINTS = [
+    ("rename", 1, {"pid"}),                  # pid file made, not yet mess/
+    ("fsync", 1, {"mess"}),                  # message written, not yet synced
+    ("fsync", 2, {"mess", "intd"}),          # envelope written, not yet synced
+    ("rename", 2, {"mess", "intd"}),         # both synced, not yet in todo/
+    ("fsync", 3, {"mess", "todo"}),          # queued; only the directory sync was missing
+]
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="strace injects the crashes (Debian package strace)")
+@pytest.mark.parametrize("syscall,nth,left", CRASH_POINTS, ids=[f"{s}{n}" for s, n, _ in CRASH_POINTS])
+def test_crash_at_each_step_leaves_what_internals_says(qmailhome, syscall, nth, left):
+    env_r, env_w = os.pipe()
+    os.write(env_w, ENVELOPE)
+    os.close(env_w)
+    try:
+        p = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}",
+                            "-e", f"inject={syscall}:signal=KILL:when={nth}", *QUEUE_PROG],
+                           input=MESSAGE, stdout=env_r, stderr=subprocess.PIPE,
+                           env={**os.environ, "QMAILHOME": qmailhome}, timeout=60)
+    finally:
+        os.close(env_r)
+    assert p.returncode in (-9, 137), p.stderr
+    q = qdir(qmailhome)
+    found = {k for k in ("mess", "intd", "todo") if _scan.scan_split(q, k)}
+    pids = os.listdir(os.path.join(q, "pid"))
+    assert found | ({"pid"} if pids else set()) == left
+    if "todo" in left:
+        [msgid] = todo_ids(qmailhome)
+        mess, todo = read_queued(qmailhome, msgid)
+        assert mess.endswith(MESSAGE) and envelope_of(todo)[2:] == (b"a@b.test", [b"c@d.test"])
+    if pids:  # qmail-clean removes a dead qmail-queue's pid file after 36 hours
+        clean.cleanup_pid(q, now=time.time() + 37 * 3600)
+        assert os.listdir(os.path.join(q, "pid")) == []
+
+
+def _run_and_kill(home, body, delay):
+    """qmail-queue takes `body`, then is SIGKILLed after `delay` s (None: left to finish).
+
+    Returns (exit code, seconds from having the whole message to the end).
+    p.stdin.write() returns only once it is reading: the pipe holds 64 KB of the body.
+    """
+    env_r, env_w = os.pipe()
+    p = subprocess.Popen(QUEUE_PROG, stdin=subprocess.PIPE, stdout=env_r, stderr=subprocess.DEVNULL,
+                         env={**os.environ, "QMAILHOME": home})
+    os.close(env_r)
+    try:
+        p.stdin.write(body)
+        p.stdin.close()
+        os.write(env_w, ENVELOPE)
+    except BrokenPipeError:
+        pass
+    taken = time.monotonic()
+    if delay is not None:
+        time.sleep(delay)
+        p.kill()
+    code = p.wait()
+    os.close(env_w)
+    return code, time.monotonic() - taken
 
 
 def test_sigkill_at_random_points_never_leaves_a_partial_message(qmailhome):
-    """200 runs killed at random moments: every todo entry has its whole message and envelope."""
+    """200 runs killed at random moments while queueing: every todo/ entry is a whole message with its
+    whole envelope, and every run that exited 0 is in todo/."""
     rng = random.Random(4711)
-    body = b"Subject: crash\n\n" + b"0123456789abcdef\n" * 4096 + b"END\n"
-    env = {**os.environ, "QMAILHOME": qmailhome}
-    for _ in range(200):
-        env_r, env_w = os.pipe()
-        p = subprocess.Popen(QUEUE_PROG, stdin=subprocess.PIPE, stdout=env_r, stderr=subprocess.DEVNULL, env=env)
-        os.close(env_r)
-        deadline = time.monotonic() + rng.uniform(0.0, 0.25)
-        try:
-            for i in range(0, len(body), 8192):
-                p.stdin.write(body[i:i + 8192])
-                p.stdin.flush()
-                if time.monotonic() > deadline:
-                    break
-            else:
-                p.stdin.close()
-                os.write(env_w, b"Fa@b.test\0Tc@d.test\0\0")
-        except BrokenPipeError:
-            pass
-        time.sleep(rng.uniform(0.0, 0.05))
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        os.close(env_w)
-        try:
-            p.stdin.close()
-        except BrokenPipeError:
-            pass
-    q = os.path.join(qmailhome, "queue")
-    complete = 0
-    for msgid in queued_ids(qmailhome):
-        with open(hier.queue_file(q, "mess", msgid), "rb") as f:
-            assert f.read().endswith(body), f"todo/{msgid} has a partial message"
-        with open(hier.queue_file(q, "todo", msgid), "rb") as f:
-            assert todo.parse_envelope(f.read())[2:] == (b"a@b.test", [b"c@d.test"])
-        complete += 1
-    print(f"{complete} of 200 killed runs had completed")
+    body = b"Subject: crash\n\n" + b"0123456789abcdef\n" * 12000 + b"END\n"  # ~200 KB: 3 pipefuls
+    start = time.monotonic()
+    calibration = [_run_and_kill(qmailhome, body, None) for _ in range(3)]
+    assert [code for code, _ in calibration] == [0, 0, 0]
+    # most of a run after the todo/ rename is the interpreter's exit: aim at its first half
+    window = 0.5 * max(took for _, took in calibration)
+    codes = [_run_and_kill(qmailhome, body, rng.uniform(0, window))[0] for _ in range(197)]
+    queued = todo_ids(qmailhome)
+    for msgid in queued:
+        mess, todo = read_queued(qmailhome, msgid)
+        assert RECEIVED.match(mess) and mess.endswith(body), f"todo/{msgid} has a partial message"
+        assert envelope_of(todo)[2:] == (b"a@b.test", [b"c@d.test"])
+    completed = 3 + codes.count(0)
+    assert completed <= len(queued) and -signal.SIGKILL in codes
+    print(f"200 runs, kills within {window * 1e3:.0f} ms, in {time.monotonic() - start:.1f} s: "
+          f"{len(queued)} queued, {completed} exited 0")
