@@ -130,19 +130,27 @@ def site(qmailhome, tmp_path, slapd):  # noqa: F811
 
 
 def test_every_account_status(site):
-    """active, nopop, noaccess and unknown values deliver; disabled and deleted (any case) bounce."""
+    """active, nopop, noaccess and unknown values deliver; disabled and deleted (any case) bounce.
+    Also the other per-entry refusals: mailSizeMax, and an address on two entries."""
     delivering = {name: site.user(name, accountStatus=status) for name, status in
                   (("act", "active"), ("nopop", "nopop"), ("noacc", "noaccess"), ("odd", "onvacation"),
                    ("absent", None))}
     site.user("dis", accountStatus="disabled")
     site.user("dis2", accountStatus="DISABLED")
     site.user("del", accountStatus="deleted")
+    site.user("small", mailSizeMax="50")  # the queued file is ~90 bytes
+    site.user("twice")
+    add_user(site.server, f"twin.{site.domain}", site.addr("twin"), mailAlternateAddress=site.addr("twice"),
+             mailMessageStore="/nonexistent/")
     site.start()
-    for name in [*delivering, "dis", "dis2", "del"]:
+    for name in [*delivering, "dis", "dis2", "del", "small", "twice"]:
         site.send(site.addr(name), subject=name)
     for name, store in delivering.items():
         site.wait(lambda: subjects(store) == [name], f"{name} receives its message")
-    bounces = site.wait_bounces(3)
+    bounces = site.wait_bounces(5)
+    assert bounce_record(site.addr("small"),
+                         "The message exeeded the maximum size the user accepts. (#5.2.3)") in bounces
+    assert bounce_record(site.addr("twice"), "Too many results returned but needs to be unique. (#5.3.5)") in bounces
     assert bounce_record(site.addr("dis"), DISABLED) in bounces
     assert bounce_record(site.addr("dis2"), DISABLED) in bounces
     assert bounce_record(site.addr("del"), NO_MAILBOX) in bounces
