@@ -13,6 +13,12 @@ user, uid/gid, home, default delivery, dash/ext and environment) or the report
 it would give instead. -p (root only) checks a password against userPassword,
 or by re-binding as the entry when control/ldaprebind is 1.
 
+-d takes qmail-ldap's LOGLEVEL bit mask ($LOGLEVEL or $DEBUGLEVEL when -d is
+not given); this tool logs to stderr with
+  64  the LDAP control files as read, failed searches,
+  128 connect/bind steps and every successful search,
+  256 password debugging: the bind password and the stored/compared passwords.
+
 Exit codes: 0 done (also when nothing is found), 1 usage, 111 control files
 unreadable, directory unreachable or bind refused (one line on stderr).
 """
@@ -27,6 +33,7 @@ PROG = "qmail-ldaplookup"
 FATAL = PROG + ": fatal: "
 WARN = PROG + ": warning: "
 RULE = "-------------------------------------------------------"
+LOG_LDAP, LOG_LDAP2, LOG_PASSWD = 64, 128, 256  # qldap-debug.c's LOGLEVEL bits
 DISPLAY_ATTRS = ["mail", "mailAlternateAddress", *qldap.DELIVERY_ATTRS]
 USAGE = (f"usage:\t{PROG} [-d level] [-D binddn -w passwd] -u uid [-p passwd]\n"
          f"\t{PROG} [-d level] [-D binddn -w passwd] -m mail\n"
@@ -58,7 +65,8 @@ def parse_args(argv):
         opts, rest = getopt.getopt(argv, "d:D:u:m:p:f:w:")
     except getopt.GetoptError as e:
         raise Usage(str(e)) from e
-    a = {"mode": None, "value": None, "password": None, "binddn": None, "bindpw": None, "level": 0}
+    a = {"mode": None, "value": None, "password": None, "binddn": None, "bindpw": None,
+         "level": _ulong_prefix(os.environ.get("LOGLEVEL") or os.environ.get("DEBUGLEVEL") or "")}
     for opt, val in opts:
         if opt in ("-u", "-m", "-f"):
             if a["mode"] is not None:
@@ -69,7 +77,7 @@ def parse_args(argv):
                 raise Fatal("only the superuser may compare passwords", 1)
             a["password"] = val
         elif opt == "-d":
-            a["level"] = int(val) if val.isdigit() else 0
+            a["level"] = _ulong_prefix(val)
         elif opt == "-D":
             a["binddn"] = val
         elif opt == "-w":
@@ -79,13 +87,26 @@ def parse_args(argv):
     return a
 
 
+def _ulong_prefix(text):
+    """scan_ulong: the leading decimal digits, 0 when none (as -d and $LOGLEVEL are read)."""
+    digits = len(text) - len(text.lstrip("0123456789"))
+    return int(text[:digits]) if digits else 0
+
+
 class Printer:
-    def __init__(self, out):
-        self.out = out
+    """say(...) writes result lines to stdout; log(bit, text) writes debug lines to stderr when
+    `bit` is in the -d mask."""
+
+    def __init__(self, out, level=0, err=None):
+        self.out, self.level, self.err = out, level, err or sys.stderr
 
     def __call__(self, *lines):
         for line in lines:
             self.out.write(line + "\n")
+
+    def log(self, bit, text):
+        if self.level & bit:
+            self.err.write(f"{PROG}: {text}\n")
 
 
 def filters(args, cfg):
@@ -109,7 +130,12 @@ def search_rounds(d, args, cfg, say):
             "qmail-lspawn does no LDAP lookup for it.")
     for filt, rnd in todo:
         say(f"Searching ldap for: {filt}", f"under dn: {cfg.basedn}")
-        entries = d.search(filt, attrs)
+        try:
+            entries = d.search(filt, attrs)
+        except qldap.QldapError as e:
+            say.log(LOG_LDAP, f"qldap_filter: search for {filt} failed ({e.detail or e.text})")
+            raise
+        say.log(LOG_LDAP2, f"qldap_filter: search for {filt} succeeded ({len(entries)} found)")
         if not entries:
             say("No entries found.", "")
             continue
@@ -180,6 +206,56 @@ def show_delivery(e, cfg, address, rnd, say):
         f"max message size {dl.size_max}{' (unlimited)' if not dl.size_max else ''}")
     for name, value in dl.local_env().items():
         say(f"env {name}={value}" if value is not None else f"env {name} unset")
+    say(*resolved(dl))
+
+
+def default_delivery():
+    """qmail-start's aliasempty as a run script takes it: control/defaultdelivery, else ./Maildir/."""
+    text = control.read_raw("defaultdelivery", b"./Maildir/\n").decode("utf-8", "surrogateescape")
+    return text.split("\n", 1)[0] or "./Maildir/"
+
+
+def mailbox_line(home, instruction):
+    """The Maildir or mbox a default-delivery line writes to, as qmail-local would (relative to HOME)."""
+    if instruction[:1] not in (".", "/"):
+        return f"mailbox: none (default delivery '{instruction}')"
+    path = os.path.normpath(os.path.join(home, instruction))
+    return f"mailbox: {path}/ (Maildir)" if instruction.endswith("/") else f"mailbox: {path} (mbox)"
+
+
+def resolved(dl):
+    """The delivery qmail-local makes of it: mailbox, forwards, programs, reply (spec 4.1, 3.7)."""
+    if dl.kind == "forwardonly":
+        return ["resolved: forwards only", f"forwards: {', '.join(dl.forwards)}"]
+    if dl.group_dn:
+        return [f"resolved: qmailGroup entry, qmail-group expands {dl.group_dn}"]
+    if dl.dotmode not in ("ldaponly", "ldapwithprog", "dotonly", "both"):
+        return [f"resolved: qmail-local bounces: Error: Non valid dot-mode found: {dl.dotmode}. (#5.3.5)"]
+    dotfile = f"{dl.home.rstrip('/')}/.qmail{dl.dash}{dl.ext.lower().replace('.', ':')}"
+    if dl.dotmode == "dotonly":
+        return [f"resolved: {dotfile} (or a -default file) decides; LDAP forwards, programs and modes ignored",
+                mailbox_line(dl.home, dl.aliasempty or default_delivery()) + " when there is no .qmail file"]
+    modes = {m.lower() for m in dl.modes or ()}
+    lines = []
+    if modes & {"nolocal", "nombox"}:
+        lines.append("mailbox: none (deliveryMode nolocal)")
+    else:
+        lines.append(mailbox_line(dl.home, dl.aliasempty or default_delivery()))
+    fwd = ", ".join(dl.forwards or ()) or "none"
+    lines.append(f"forwards: none (deliveryMode noforward drops {fwd})" if "noforward" in modes and dl.forwards
+                 else f"forwards: {fwd}")
+    progs = ", ".join(dl.programs or ()) or "none"
+    if dl.programs and dl.dotmode == "ldaponly":
+        lines.append(f"programs: none (qmailDotMode ldaponly does not run {progs})")
+    elif dl.programs and "noprogram" in modes:
+        lines.append(f"programs: none (deliveryMode noprogram drops {progs})")
+    else:
+        lines.append(f"programs: {progs}")
+    reply = "reply" in modes and dl.reply_text
+    lines.append("auto-reply: " + ("yes, with qmail-reply (not to <> or junk senders)" if reply else "no"))
+    if dl.dotmode == "both":
+        lines.append(f"then: {dotfile} (or a -default file) is processed too")
+    return lines
 
 
 def compare_password(d, e, args, cfg, say):
@@ -191,25 +267,68 @@ def compare_password(d, e, args, cfg, say):
         if not stored:
             ok, why = False, "no such object"
         else:
+            say.log(LOG_PASSWD, f"cmp_passwd: clear '{pw}' stored '{stored[0]}'")
             ok, why = passwd.check(pw, stored[0]), "authorization failed, wrong password"
     say("", f"PASSWORD COMPARE was {'successful' if ok else 'NOT successful'}.")
     if not ok:
         say(f"\terror was: {why}")
 
 
+def log_controls(cfg, say):
+    """-d 64: the LDAP control files as read (qldap.c init_ldap); the password only with -d 256."""
+    for name, value in (("ldapserver", "'" + " ".join(cfg.servers) + "'"), ("ldapbasedn", cfg.basedn),
+                        ("ldapobjectclass", cfg.objectclass), ("ldaptimeout", cfg.timeout),
+                        ("ldaprebind", int(cfg.rebind)), ("ldapuid", cfg.default_uid),
+                        ("ldapgid", cfg.default_gid), ("ldapmessagestore", cfg.messagestore),
+                        ("ldapdefaultdotmode", cfg.default_dotmode), ("defaultquotasize", cfg.quota_size),
+                        ("defaultquotacount", cfg.quota_count),
+                        ("ldaplocaldelivery", int(cfg.localdelivery)), ("ldaplogin", cfg.login)):
+        say.log(LOG_LDAP, f"init_ldap: control/{name}: {value}")
+    if len(cfg.aliasdomains):
+        say.log(LOG_LDAP, "init_ldap: control/aliasdomains mapped")
+    say.log(LOG_PASSWD, f"init_ldap: control/ldappassword: {cfg.password}")
+
+
+def connect(d, args, say):
+    """Bind with -D/-w or control/ldaplogin; -d 128 logs the steps."""
+    binddn, bindpw = (args["binddn"], args["bindpw"] or "") if args["binddn"] else (None, None)
+    who = binddn if binddn is not None else (d.cfg.login or "anonymous")
+    say.log(LOG_LDAP2, f"qldap_open: trying {' '.join(d.cfg.servers)} in order")
+    say.log(LOG_PASSWD, f"qldap_bind: password '{bindpw if binddn is not None else d.cfg.password}'")
+    try:
+        d.connect(binddn, bindpw)
+    except qldap.QldapError as e:
+        say.log(LOG_LDAP2, f"qldap_bind: failed ({e.detail or e.text})")
+        raise
+    say.log(LOG_LDAP2, f"qldap_bind: successful on {d.server} as {who}")
+
+
+def show_no_entry(args, cfg, say):
+    """What qmail-lspawn does when no round found an entry (spec 3.4 step 7)."""
+    at = args["value"].rfind("@")
+    local = args["value"][:at] if at > 0 else args["value"]
+    if cfg.localdelivery:
+        say(f"no entry: qmail-lspawn delivers {local} as stock qmail does (control/ldaplocaldelivery 1):",
+            "users/cdb, then a passwd user, else the alias user", "")
+    else:
+        say(f"no entry: qmail-lspawn delivers to the alias user with ext '{local}' "
+            f"(~alias/.qmail-{local.lower().replace('.', ':')} or .qmail-default; control/ldaplocaldelivery 0)",
+            "")
+
+
 def run(args, out):
-    say = Printer(out)
+    say = Printer(out, args["level"])
     try:
         cfg = qldap.Config.load(login_fallback=True)
     except control.ControlError as e:
         raise Fatal(f"unable to read controls: {e}") from e
-    if args["level"]:
-        sys.stderr.write(f"{PROG}: ldapserver {cfg.servers} basedn '{cfg.basedn}' "
-                         f"timeout {cfg.timeout} rebind {int(cfg.rebind)}\n")
+    log_controls(cfg, say)
     d = qldap.Directory(cfg)
     try:
-        d.connect(args["binddn"], args["bindpw"] or "") if args["binddn"] else d.connect()
+        connect(d, args, say)
         entries, rnd = search_rounds(d, args, cfg, say)
+        if not entries and args["mode"] == "mail":
+            show_no_entry(args, cfg, say)
         check_pw = args["password"] is not None and args["mode"] == "uid" and len(entries) == 1
         for e in entries:
             show_entry(e, say)
@@ -232,6 +351,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         return run(parse_args(argv), sys.stdout)
+    except BrokenPipeError:  # `qmail-ldaplookup ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Usage:
         sys.stderr.write(USAGE)
         return 1

@@ -135,3 +135,70 @@ def test_missing_ldapserver_exits_111(qmailhome):
 def test_usage(home, args):
     r = run(home, *args)
     assert r.returncode == 1 and r.stderr.startswith("usage:")
+
+
+def test_debug_levels_are_qmail_ldaps_bit_mask(home, slapd):  # noqa: F811
+    dom = fresh_domain("lk")
+    add_user(slapd, f"dbg.{dom}", f"dbg@{dom}", **USER)
+    write_control(home, "ldaplogin", ROOTDN)
+    write_control(home, "ldappassword", ROOTPW)
+    quiet = run(home, "-m", f"dbg@{dom}")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    r = run(home, "-d", "64", "-m", f"dbg@{dom}")
+    assert f"qmail-ldaplookup: init_ldap: control/ldapserver: '{slapd.hostport}'\n" in r.stderr
+    assert f"init_ldap: control/ldapbasedn: {slapd.suffix}\n" in r.stderr and "qldap_bind" not in r.stderr
+    r = run(home, "-d", "192", "-m", f"dbg@{dom}")
+    assert f"qldap_bind: successful on {slapd.hostport} as {ROOTDN}\n" in r.stderr
+    assert f"qldap_filter: search for (|(mail=dbg@{dom})(mailAlternateAddress=dbg@{dom})) succeeded " \
+           "(1 found)\n" in r.stderr
+    assert ROOTPW not in r.stderr, "passwords only with the 256 bit"
+    r = run(home, "-d", "448", "-m", f"dbg@{dom}")
+    assert f"init_ldap: control/ldappassword: {ROOTPW}\n" in r.stderr
+    env = dict(os.environ, QMAILHOME=home, LOGLEVEL="128")
+    r = subprocess.run([sys.executable, "-m", "engine.ldaplookup", "-m", f"dbg@{dom}"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert "qldap_bind: successful" in r.stderr and "init_ldap" not in r.stderr
+
+
+def test_resolved_delivery_summary(home, slapd):  # noqa: F811
+    dom = fresh_domain("lk")
+    add_user(slapd, f"r1.{dom}", f"r1@{dom}", mailForwardingAddress=[f"a@{dom}", f"b@{dom}"],
+             deliveryProgramPath="/usr/bin/procmail", **USER)
+    r = run(home, "-m", f"r1@{dom}").stdout
+    assert "mailbox: /home/u/Maildir/ (Maildir)\n" in r
+    assert f"forwards: a@{dom}, b@{dom}\n" in r
+    assert "programs: none (qmailDotMode ldaponly does not run /usr/bin/procmail)\n" in r
+    assert "auto-reply: no\n" in r
+    add_user(slapd, f"r2.{dom}", f"r2@{dom}", qmailDotMode="ldapwithprog", deliveryMode=["noforward", "reply"],
+             mailForwardingAddress=f"a@{dom}", deliveryProgramPath="/usr/bin/procmail", mailReplyText="away",
+             **{**USER, "mailMessageStore": "/var/mail/r2"})
+    r = run(home, "-m", f"r2@{dom}").stdout
+    assert "mailbox: /var/mail/r2 (mbox)\n" in r and "programs: /usr/bin/procmail\n" in r
+    assert f"forwards: none (deliveryMode noforward drops a@{dom})\n" in r
+    assert "auto-reply: yes" in r
+    add_user(slapd, f"r3.{dom}", f"r3@{dom}", mailForwardingAddress=f"a@{dom}")
+    r = run(home, "-m", f"r3@{dom}").stdout
+    assert f"resolved: forwards only\nforwards: a@{dom}\n" in r
+    add_user(slapd, f"r4.{dom}", f"r4@{dom}", qmailDotMode="both", **USER)
+    r = run(home, "-m", f"r4@{dom}").stdout
+    assert "then: /home/u/.qmail (or a -default file) is processed too\n" in r
+
+
+def test_no_entry_says_what_lspawn_does(home):
+    dom = fresh_domain("lk")
+    r = run(home, "-m", f"Some.One@{dom}")
+    assert "no entry: qmail-lspawn delivers Some.One as stock qmail does (control/ldaplocaldelivery 1)" \
+        in r.stdout
+    write_control(home, "ldaplocaldelivery", "0")
+    r = run(home, "-m", f"Some.One@{dom}")
+    assert "no entry: qmail-lspawn delivers to the alias user with ext 'Some.One' " \
+           "(~alias/.qmail-some:one or .qmail-default; control/ldaplocaldelivery 0)" in r.stdout
+
+
+def test_bad_control_credentials_exit_111(home, slapd):  # noqa: F811
+    write_control(home, "ldaplogin", ROOTDN)
+    write_control(home, "ldappassword", "wrong")
+    r = run(home, "-m", "x@y.example")
+    assert r.returncode == 111 and r.stdout == ""
+    assert r.stderr.startswith("qmail-ldaplookup: fatal: Unable to login into LDAP server, bad credentials. "
+                               "(#4.4.3)") and r.stderr.count("\n") == 1
