@@ -91,7 +91,7 @@ class Site:
         return self
 
     def send(self, rcpt, subject="t", body=b"body\n", sender=None, headers=b""):
-        sender = (sender or self.addr("alice")).encode()
+        sender = (self.addr("alice") if sender is None else sender).encode()
         msg = b"Subject: " + subject.encode() + b"\n" + headers + b"\n" + body
         return queue.enqueue(msg, sender, [rcpt.encode()], home=self.home)
 
@@ -170,14 +170,20 @@ def test_every_delivery_mode(site):
                              mailForwardingAddress=site.addr("t2")),
         "reply": site.user("reply", deliveryMode="reply", mailReplyText="Out of office.\n"),
         "modeless": site.user("modeless", mailReplyText="never sent\n"),
+        "multi": site.user("multi", deliveryMode="nolocal", mailForwardingAddress=[site.addr("t1"), site.addr("t2")]),
     }
     site.start()
     for name in stores:
         site.send(site.addr(name), subject=name)
-    site.wait(lambda: subjects(t1) == ["nolocal", "nombox"], "nolocal and nombox forward only")
-    site.wait(lambda: subjects(t2) == ["ignored"], "noforward drops the forward; ignored modes keep it")
-    for name in ("noforward", "noprogram", "ignored", "reply", "modeless"):
+    site.send(site.addr("reply"), subject="reply-to-nobody", sender="")
+    site.wait(lambda: subjects(t1) == ["multi", "nolocal", "nombox"], "nolocal and nombox forward only")
+    site.wait(lambda: subjects(t2) == ["ignored", "multi"], "noforward drops the forward; ignored modes keep it")
+    for name in ("noforward", "noprogram", "ignored", "modeless"):
         site.wait(lambda: subjects(stores[name]) == [name], f"{name} delivered to its Maildir")
+    site.wait(lambda: subjects(stores["reply"]) == ["reply", "reply-to-nobody"], "reply delivers too")
+    for store in (t1, t2):
+        copy = [t for t in texts(store) if b"Subject: multi\n" in t][0]
+        assert f"\nDelivered-To: multi@{site.domain}\nPrecedence: bulk\n".encode() in copy, "several forwards"
     bounces = site.wait_bounces(1)  # the one auto-reply
     assert "Subject: [Auto-Reply] reply\n" in bounces and "\n\nOut of office.\n" in bounces
     site.wait(lambda: "success: did_0+0+0/" in site.master.log(), "nolocal+noforward: nothing to do")
@@ -187,7 +193,7 @@ def test_every_delivery_mode(site):
         copy = [t for t in texts(t1) if f"Subject: {name}\n".encode() in t][0]
         assert f"\nDelivered-To: {name}@{site.domain}\n".encode() in copy and b"Precedence: bulk" not in copy
     assert "Warning:_undefined_mail_delivery_mode:_bogus_(ignored)./did_1+1+0/" in site.master.log()
-    assert len(texts(site.alice)) == 1, "no reply without deliveryMode reply"
+    assert len(texts(site.alice)) == 1, "no reply without deliveryMode reply, none to <>"
 
 
 def test_every_dot_mode(site):
@@ -307,6 +313,23 @@ def test_quota_at_limit_one_byte_over_count_and_defaults(site, slapd):  # noqa: 
     bounces = site.wait_bounces(4)
     assert bounce_record(site.addr("dqsize"), OVER_QUOTA) in bounces, "defaultquotasize applies"
     assert texts(new) == []
+
+
+def test_quota_warning_once_then_bounce(site):
+    write_control(site.home, "quotawarning", "Your mailbox is nearly full.\n")
+    warn = site.user("warn", mailQuotaSize="1100")
+    site.start()
+    for i in range(3):  # ~390 bytes queued, ~470 delivered: 35 %, then 77 % (warning), then over quota
+        site.send(site.addr("warn"), subject=f"w{i}", body=b"x" * 300 + b"\n")
+        site.wait(lambda: subjects(warn).count("QUOTA-WARNING!") == len(texts(warn)) - min(i + 1, 2)
+                  and len(texts(site.alice)) == max(i - 1, 0), f"message {i}")
+    bounces = site.wait_bounces(1)
+    assert bounce_record(site.addr("warn"), OVER_QUOTA) in bounces
+    warnings = [n for n in os.listdir(warn + "new") if ".QUOTA_WARNING," in n]
+    assert len(warnings) == 1, "one warning, not one per delivery"
+    text = open(warn + "new/" + warnings[0], "rb").read()
+    assert b"Subject: QUOTA-WARNING!\n" in text and f"To: warn@{site.domain}\n".encode() in text
+    assert text.endswith(b"\n\nYour mailbox is nearly full.\n\n")  # qmail-quotawarn adds one newline
 
 
 def test_forwarding_loop_between_two_entries_bounces(site):
