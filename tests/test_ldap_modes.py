@@ -7,8 +7,10 @@ codes, forwarded copies with their Delivered-To and Precedence lines.
 Covered: every accountStatus, every deliveryMode and qmailDotMode value with
 deliveryProgramPath, mailForwardingAddress and a .qmail file in the home,
 the dash-extension rounds with aliasdomains, Maildir++ quotas at and over the
-limit (and the control/defaultquota* defaults), a forwarding loop between
-two entries, and filter-injection attempts through delivery and RCPTCHECK.
+limit (and the control/defaultquota* defaults) with the quota warning, mail
+stores (ldapmessagestore, homeDirectory alone, control/dirmaker) and check.c's
+refusals, a forwarding loop between two entries, and filter-injection
+attempts through delivery and RCPTCHECK.
 (Failover to a second ldapserver is in test_ldap_delivery's outage test.)
 """
 
@@ -73,7 +75,7 @@ class Site:
         os.chmod(top, 0o755)
         if home or dotqmail:
             attrs.setdefault("homeDirectory", top)
-            attrs.setdefault("mailMessageStore", "./Maildir/")
+            attrs.setdefault("mailMessageStore", "./Maildir/")  # None: no mailMessageStore at all
             store = os.path.join(top, "Maildir") + "/"
             for suffix, text in (dotqmail or {}).items():
                 path = os.path.join(top, ".qmail" + suffix)
@@ -330,6 +332,49 @@ def test_quota_warning_once_then_bounce(site):
     text = open(warn + "new/" + warnings[0], "rb").read()
     assert b"Subject: QUOTA-WARNING!\n" in text and f"To: warn@{site.domain}\n".encode() in text
     assert text.endswith(b"\n\nYour mailbox is nearly full.\n\n")  # qmail-quotawarn adds one newline
+
+
+DIRMAKER = """#!/bin/sh
+# control/dirmaker for the test: argv home aliasempty; refuses homes named *nomake*
+case "$1" in *nomake*) exit 100;; esac
+mkdir -p "$1" && chmod 755 "$1"
+"""
+
+
+def test_mail_stores_dirmaker_and_attribute_checks(site):
+    """ldapmessagestore prefix, homeDirectory alone, control/dirmaker for a missing home, and the
+    check.c refusals of paths, ids and programs."""
+    prefix = os.path.join(site.base, "stores")
+    os.makedirs(os.path.join(prefix, "rel"), mode=0o755)
+    write_control(site.home, "ldapmessagestore", prefix)  # no trailing '/': qmail-ldap appends one
+    dirmaker = os.path.join(site.base, "dirmaker")
+    with open(dirmaker, "w") as f:
+        f.write(DIRMAKER)
+    os.chmod(dirmaker, 0o755)
+    write_control(site.home, "dirmaker", dirmaker)
+    homeonly = site.user("homeonly", home=True, mailMessageStore=None)
+    site.user("rel", mailMessageStore="rel/")
+    made = os.path.join(site.base, "made", "home")
+    add_user(site.server, f"made.{site.domain}", site.addr("made"), homeDirectory=made,
+             mailMessageStore="./Maildir/")
+    add_user(site.server, f"nomake.{site.domain}", site.addr("nomake"),
+             homeDirectory=os.path.join(site.base, "nomake"), mailMessageStore="./Maildir/")
+    refused = {"relhome": dict(homeDirectory="relative/home"), "dotdot": dict(mailMessageStore="/var/../etc/"),
+               "lowuid": dict(qmailUID="50"), "shell": dict(qmailDotMode="ldapwithprog",
+                                                           deliveryProgramPath="/bin/echo hi; rm -rf /")}
+    for name, attrs in refused.items():
+        site.user(name, **attrs)
+    site.start()
+    for name in ["homeonly", "rel", "made", "nomake", *refused]:
+        site.send(site.addr(name), subject=name)
+    site.wait(lambda: subjects(os.path.dirname(homeonly.rstrip("/")) + "/") == ["homeonly"],
+              "homeDirectory alone: qmail-start's default delivery (./) in the home")
+    site.wait(lambda: subjects(os.path.join(prefix, "rel") + "/") == ["rel"], "relative store under the prefix")
+    site.wait(lambda: subjects(made + "/Maildir/") == ["made"], "dirmaker made the home, Maildir made too")
+    bounces = site.wait_bounces(1 + len(refused))
+    assert bounce_record(site.addr("nomake"), "Permanent error in automatic homedir creation. (#5.3.0)") in bounces
+    for name in refused:
+        assert bounce_record(site.addr(name), ILLEGAL) in bounces, name
 
 
 def test_forwarding_loop_between_two_entries_bounces(site):
