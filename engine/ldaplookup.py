@@ -7,10 +7,13 @@ usage:  qmail-ldaplookup [-d level] [-D binddn -w passwd] -u uid [-p passwd]
 -m runs the same rounds as qmail-lspawn (exact address, dash-extension
 catchalls, catchall@domain, aliasdomains applied) and prints each filter; -u
 searches (uid=...) like the POP/IMAP/SMTP-AUTH tools; -f takes a raw filter.
-For every entry found it prints the attributes as qmail-ldap interprets them,
-which round matched, and the delivery qmail-lspawn would run (qmail-local's
-user, uid/gid, home, default delivery, dash/ext and environment) or the report
-it would give instead. -p (root only) checks a password against userPassword,
+For every entry found it prints the attributes as qmail-ldaplookup.c does
+(in its order, with the derived values: resolved home and aliasEmpty, default
+uid/gid/dot mode/quotas applied, the forward-only block), which round matched,
+and the delivery qmail-lspawn would run (qmail-local's user, uid/gid, home,
+default delivery, dash/ext and environment, then the mailbox, forwards,
+programs and auto-reply that result) or the report it would give instead.
+When no round matches it says what qmail-lspawn does then. -p (root only) checks a password against userPassword,
 or by re-binding as the entry when control/ldaprebind is 1.
 
 -d takes qmail-ldap's LOGLEVEL bit mask ($LOGLEVEL or $DEBUGLEVEL when -d is
@@ -27,7 +30,7 @@ import getopt
 import os
 import sys
 
-from engine import control, passwd, qldap
+from engine import conf, control, lspawn, passwd, qldap
 
 PROG = "qmail-ldaplookup"
 FATAL = PROG + ": fatal: "
@@ -147,22 +150,37 @@ def search_rounds(d, args, cfg, say):
     return [], None
 
 
-def show_entry(e, say):
+def show_entry(e, cfg, say):
+    """The entry as qmail-ldaplookup.c prints it: attributes in its order, with the values qmail-ldap
+    derives (defaults applied, quotas with '(unlimited)'); where the C tool would stop on a broken
+    attribute this line names the problem and the listing goes on."""
     say(f"dn: {e.dn}", RULE)
     for name in ("objectClass", "mail", "mailAlternateAddress"):
         for v in e.values(name) or ():
             say(f"{name}: {v}")
     uid = e.values("uid")
     say(f"uid: {', '.join(uid)}" if uid else "uid: undefined (forward only account required)")
+    derived(say, "accountStatus", lambda: e.status() or "undefined -> active")
+    derived(say, "mailHost", lambda: e.single("mailHost") or "undefined")
     try:
-        st = e.status()
-        say(f"accountStatus: {st}" if st else "accountStatus: undefined -> active")
+        home, aliasempty = e.mailstore(cfg)
+    except qldap.Needed:
+        show_forward_only(e, say)
+        return
     except qldap.QldapError as err:
-        say(f"accountStatus: {err}")
-    for name in ("mailHost", "homeDirectory", "mailMessageStore", "qmailUID", "qmailGID",
-                 "qmailDotMode", "mailQuotaSize", "mailQuotaCount", "mailSizeMax"):
-        vals = e.values(name)
-        say(f"{name}: {', '.join(vals) if vals else 'undefined'}")
+        say(f"homeDirectory: {problem(err)}")
+    else:
+        say(f"homeDirectory: {home}", f"aliasEmpty: {aliasempty or 'using default'}")
+    derived(say, "qmailDotMode", lambda: e.dotmode(cfg))
+    derived(say, "qmailUID", lambda: e.qmail_uid(cfg))
+    derived(say, "qmailGID", lambda: e.qmail_gid(cfg))
+    try:
+        size, count, size_max = e.quota(cfg)
+    except qldap.QldapError as err:
+        say(f"mailQuotaSize: {problem(err)}")
+    else:
+        for name, n in (("mailQuotaSize", size), ("mailQuotaCount", count), ("mailSizeMax", size_max)):
+            say(f"{name}: {n}{' (unlimited)' if not n else ''}")
     for name in ("deliveryMode", "mailForwardingAddress", "deliveryProgramPath"):
         for v in e.values(name) or ():
             say(f"{name}: {v}")
@@ -173,6 +191,37 @@ def show_entry(e, say):
         say("mailReplyText:", "=== begin ===", text[0], "=== end ===")
     else:
         say("mailReplyText: undefined")
+
+
+def problem(err):
+    """A broken attribute as one line: qmail-lspawn's report and what is wrong."""
+    return f"{err.detail} -> qmail-lspawn: {err.text}" if err.detail else err.text
+
+
+def derived(say, name, value):
+    """`name: <value()>`, or the problem when the attribute is broken."""
+    try:
+        say(f"{name}: {value()}")
+    except qldap.QldapError as err:
+        say(f"{name}: {problem(err)}")
+
+
+def show_forward_only(e, say):
+    """No mail store: qmail-lspawn delivers as the alias user, forwards only."""
+    say("forward only delivery via alias user")
+    try:
+        user, uid, gid, home = lspawn.alias_account(conf.qmailhome())
+    except lspawn.Refusal:
+        say(f"alias user: {conf.USER_ALIAS} not found: qmail-lspawn answers Unable to find alias user!")
+    else:
+        say(f"alias user: {user}", f"alias user uid: {uid}", f"alias user gid: {gid}",
+            f"alias user home: {home}")
+    say(f"alias user aliasempty: {qldap.ALIASDEVNULL}")
+    forwards = e.values("mailForwardingAddress")
+    if not forwards:
+        say(f"mailForwardingAddress: undefined -> qmail-lspawn: {qldap.Needed.report[1:]}")
+    for v in forwards or ():
+        say(f"mailForwardingAddress: {v}")
 
 
 def show_round(rnd, say):
@@ -193,8 +242,7 @@ def show_delivery(e, cfg, address, rnd, say):
         say(f"delivery: cluster forward to {dl.mailhost} with qmail-forward")
         return
     if dl.kind == "forwardonly":
-        say("delivery: forward only via alias user", f"alias user: {dl.user}",
-            f"alias user aliasempty: {dl.aliasempty}")
+        say("delivery: forward only via alias user (see above)")
     else:
         say(f"delivery: qmail-local as {dl.user} uid {dl.uid} gid {dl.gid}",
             f"home: {dl.home}",
@@ -331,7 +379,7 @@ def run(args, out):
             show_no_entry(args, cfg, say)
         check_pw = args["password"] is not None and args["mode"] == "uid" and len(entries) == 1
         for e in entries:
-            show_entry(e, say)
+            show_entry(e, cfg, say)
             if args["mode"] == "mail":
                 show_round(rnd, say)
                 show_delivery(e, cfg, args["value"], rnd, say)

@@ -202,3 +202,30 @@ def test_bad_control_credentials_exit_111(home, slapd):  # noqa: F811
     assert r.returncode == 111 and r.stdout == ""
     assert r.stderr.startswith("qmail-ldaplookup: fatal: Unable to login into LDAP server, bad credentials. "
                                "(#4.4.3)") and r.stderr.count("\n") == 1
+
+
+def test_entry_block_as_qmail_ldaplookup_prints_it(home, slapd):  # noqa: F811
+    """Derived values in the C tool's order: resolved home/aliasEmpty, defaults applied, quotas
+    marked unlimited; the forward-only block; a broken attribute is named, the listing goes on."""
+    dom = fresh_domain("lk")
+    write_control(home, "ldapuid", "2000")
+    write_control(home, "ldapgid", "2001")
+    write_control(home, "defaultquotasize", "5000")
+    write_control(home, "ldapmessagestore", "/var/mail")
+    add_user(slapd, f"e1.{dom}", f"e1@{dom}", mailMessageStore="e1/", mailQuotaCount="0")
+    out = run(home, "-m", f"e1@{dom}").stdout
+    assert (f"uid: e1.{dom}\naccountStatus: undefined -> active\nmailHost: undefined\n"
+            "homeDirectory: /var/mail/e1/\naliasEmpty: using default\nqmailDotMode: ldaponly\n"
+            "qmailUID: 2000\nqmailGID: 2001\nmailQuotaSize: 5000\nmailQuotaCount: 0 (unlimited)\n"
+            "mailSizeMax: 0 (unlimited)\nmailReplyText: undefined\n") in out
+    add_user(slapd, f"e2.{dom}", f"e2@{dom}", mailForwardingAddress=[f"x@{dom}", f"y@{dom}"])
+    out = run(home, "-m", f"e2@{dom}").stdout
+    assert ("mailHost: undefined\nforward only delivery via alias user\nalias user: alias\n") in out
+    assert ("alias user aliasempty: |echo \"Unable to deliver mail: account incorrectly configured. (#5.3.5)\"; "
+            f"exit 100\nmailForwardingAddress: x@{dom}\nmailForwardingAddress: y@{dom}\n") in out
+    add_user(slapd, f"e3.{dom}", f"e3@{dom}", qmailUID="7", **{k: v for k, v in USER.items() if k != "qmailUID"})
+    r = run(home, "-m", f"e3@{dom}")
+    assert r.returncode == 0
+    assert "qmailUID: qmailUID 7 outside 100..65535 -> qmail-lspawn: Illegal value in LDAP attribute. (#5.3.5)\n" \
+        "qmailGID: 1001\n" in r.stdout
+    assert "delivery: qmail-lspawn answers DIllegal value in LDAP attribute. (#5.3.5)" in r.stdout
