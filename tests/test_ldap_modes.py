@@ -173,14 +173,17 @@ def test_every_delivery_mode(site):
         "reply": site.user("reply", deliveryMode="reply", mailReplyText="Out of office.\n"),
         "modeless": site.user("modeless", mailReplyText="never sent\n"),
         "multi": site.user("multi", deliveryMode="nolocal", mailForwardingAddress=[site.addr("t1"), site.addr("t2")]),
+        # one value with a comma is not split (pre-2003 style): an unknown mode, ignored
+        "comma": site.user("comma", deliveryMode="nolocal,noforward", mailForwardingAddress=site.addr("t2")),
     }
     site.start()
     for name in stores:
         site.send(site.addr(name), subject=name)
     site.send(site.addr("reply"), subject="reply-to-nobody", sender="")
     site.wait(lambda: subjects(t1) == ["multi", "nolocal", "nombox"], "nolocal and nombox forward only")
-    site.wait(lambda: subjects(t2) == ["ignored", "multi"], "noforward drops the forward; ignored modes keep it")
-    for name in ("noforward", "noprogram", "ignored", "modeless"):
+    site.wait(lambda: subjects(t2) == ["comma", "ignored", "multi"],
+              "noforward drops the forward; ignored modes keep it")
+    for name in ("noforward", "noprogram", "ignored", "modeless", "comma"):
         site.wait(lambda: subjects(stores[name]) == [name], f"{name} delivered to its Maildir")
     site.wait(lambda: subjects(stores["reply"]) == ["reply", "reply-to-nobody"], "reply delivers too")
     for store in (t1, t2):
@@ -194,7 +197,9 @@ def test_every_delivery_mode(site):
     for name in ("nolocal", "nombox"):
         copy = [t for t in texts(t1) if f"Subject: {name}\n".encode() in t][0]
         assert f"\nDelivered-To: {name}@{site.domain}\n".encode() in copy and b"Precedence: bulk" not in copy
+        assert copy.startswith(f"Return-Path: <alice@{site.domain}>\n".encode()), "envelope sender kept"
     assert "Warning:_undefined_mail_delivery_mode:_bogus_(ignored)./did_1+1+0/" in site.master.log()
+    assert "Warning:_undefined_mail_delivery_mode:_nolocal,noforward_(ignored)./did_1+1+0/" in site.master.log()
     assert len(texts(site.alice)) == 1, "no reply without deliveryMode reply, none to <>"
 
 
