@@ -8,7 +8,7 @@ Covered: every accountStatus, every deliveryMode and qmailDotMode value with
 deliveryProgramPath, mailForwardingAddress and a .qmail file in the home,
 the dash-extension rounds with aliasdomains, Maildir++ quotas at and over the
 limit (and the control/defaultquota* defaults) with the quota warning, mail
-stores (ldapmessagestore, homeDirectory alone, control/dirmaker) and check.c's
+stores (ldapmessagestore, homeDirectory alone, control/dirmaker), ldapobjectclass, check.c's
 refusals, a forwarding loop between two entries, and filter-injection
 attempts through delivery and RCPTCHECK.
 (Failover to a second ldapserver is in test_ldap_delivery's outage test.)
@@ -393,6 +393,22 @@ def test_forwarding_loop_between_two_entries_bounces(site):
     assert f"Delivered-To: pong@{site.domain}\n" in copy and f"Delivered-To: ping@{site.domain}\n" in copy
     time.sleep(0.5)
     assert len(texts(site.alice)) == 1, "the loop ends with that one bounce"
+
+
+def test_ldapobjectclass_restricts_every_round(site):
+    """control/ldapobjectclass: entries without that class are invisible to the lookup, in the exact
+    and in the catchall rounds."""
+    write_control(site.home, "ldapobjectclass", "qmailUser")
+    person = ["top", "person", "organizationalPerson", "inetOrgPerson"]
+    for local in ("plain", "catchall"):
+        add_user(site.server, f"{local}.{site.domain}", site.addr(local), objectClass=person)
+    real = site.user("real")
+    site.start()
+    site.send(site.addr("plain"), subject="plain")
+    site.send(site.addr("real"), subject="real")
+    bounces = site.wait_bounces(1)
+    assert bounce_record(site.addr("plain"), NO_MAILBOX) in bounces
+    site.wait(lambda: subjects(real) == ["real"], "a qmailUser entry is still found")
 
 
 INJECTIONS = ["*", "vic*", "*tim", "v*m", "victim)(mail=*", "*)(|(mail=*", "x)(objectClass=*",
