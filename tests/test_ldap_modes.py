@@ -152,7 +152,8 @@ def test_every_account_status(site):
     bounces = site.wait_bounces(5)
     assert bounce_record(site.addr("small"),
                          "The message exeeded the maximum size the user accepts. (#5.2.3)") in bounces
-    assert bounce_record(site.addr("twice"), "Too many results returned but needs to be unique. (#5.3.5)") in bounces
+    assert bounce_record(site.addr("twice"),
+                         "Too many results returned but needs to be unique. (#5.3.5)") in bounces
     assert bounce_record(site.addr("dis"), DISABLED) in bounces
     assert bounce_record(site.addr("dis2"), DISABLED) in bounces
     assert bounce_record(site.addr("del"), NO_MAILBOX) in bounces
@@ -172,7 +173,8 @@ def test_every_delivery_mode(site):
                              mailForwardingAddress=site.addr("t2")),
         "reply": site.user("reply", deliveryMode="reply", mailReplyText="Out of office.\n"),
         "modeless": site.user("modeless", mailReplyText="never sent\n"),
-        "multi": site.user("multi", deliveryMode="nolocal", mailForwardingAddress=[site.addr("t1"), site.addr("t2")]),
+        "multi": site.user("multi", deliveryMode="nolocal",
+                           mailForwardingAddress=[site.addr("t1"), site.addr("t2")]),
         # one value with a comma is not split (pre-2003 style): an unknown mode, ignored
         "comma": site.user("comma", deliveryMode="nolocal,noforward", mailForwardingAddress=site.addr("t2")),
     }
