@@ -537,3 +537,37 @@ def test_unparsable_ldapserver_line_is_skipped(home, slapd, dom):  # noqa: F811
     dn = user(slapd, f"up.{dom}", f"up@{dom}")
     write_control(home, "ldapserver", f"ldap://[bad\n{slapd.hostport}\n")
     assert lookup(home, f"up@{dom}")[0].dn == dn
+
+
+def _filter_mail_model(address):
+    """qldap-filter.c filter_mail (DASH_EXT) and qmail-lspawn's dash/ext, step by step as the C code
+    walks `ext`/`extcnt`: [(address, dash, ext)] per round."""
+    at = address.rfind("@")
+    local, domain = address[:at], address[at + 1:]
+    rounds, ext, extcnt = [(address, "", "")], at, -1
+    while extcnt != 0:
+        if ext == at:
+            ext, extcnt = 0, 1
+            while ext < at and extcnt <= qldap.DASH_EXT_LEVELS:
+                extcnt += address[ext] == "-"
+                ext += 1
+        while ext != 0:
+            ext -= 1
+            if ext <= 0 or address[ext] == "-":
+                break
+        extcnt -= 1
+        if ext == 0:
+            extcnt = 0
+        skip, seen = 0, 0  # qmail-lspawn: the extension starts after `extcnt` dashes
+        while seen < extcnt and skip < at:
+            seen += address[skip] == "-"
+            skip += 1
+        rounds.append((local[:ext] + ("-" if extcnt > 0 else "") + f"catchall@{domain}", "-", local[skip:]))
+    return rounds
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="ab-", min_size=1, max_size=14))
+def test_rounds_follow_filter_mail_step_by_step(local):
+    address = local + "@d.example"
+    assert [(r.address, r.dash, r.ext) for r in qldap.mail_rounds(address)] == _filter_mail_model(address)
