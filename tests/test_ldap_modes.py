@@ -9,7 +9,8 @@ deliveryProgramPath, mailForwardingAddress and a .qmail file in the home,
 the dash-extension rounds with aliasdomains, Maildir++ quotas at and over the
 limit (and the control/defaultquota* defaults) with the quota warning, mail
 stores (ldapmessagestore, homeDirectory alone, control/dirmaker), ldapobjectclass, check.c's
-refusals, a forwarding loop between two entries, and filter-injection
+refusals, the ldaplocaldelivery fallback to users/cdb, a forwarding loop
+between two entries, and filter-injection
 attempts through delivery and RCPTCHECK.
 (Failover to a second ldapserver is in test_ldap_delivery's outage test.)
 """
@@ -17,6 +18,8 @@ attempts through delivery and RCPTCHECK.
 import os
 import smtplib
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -395,6 +398,30 @@ def test_forwarding_loop_between_two_entries_bounces(site):
     assert f"Delivered-To: pong@{site.domain}\n" in copy and f"Delivered-To: ping@{site.domain}\n" in copy
     time.sleep(0.5)
     assert len(texts(site.alice)) == 1, "the loop ends with that one bounce"
+
+
+def test_ldaplocaldelivery_falls_back_to_users_cdb(site):
+    """ldaplocaldelivery 1: the directory first; an address it does not know goes by users/cdb, then
+    passwd, then the alias user."""
+    write_control(site.home, "ldaplocaldelivery", "1")
+    homes = {}
+    lines = []
+    for name in ("cdbonly", "dual"):
+        homes[name] = os.path.join(site.base, "cdb", name) + "/"
+        os.makedirs(homes[name], mode=0o755)
+        lines.append(f"={name}:{name}:{os.getuid()}:{os.getgid()}:{homes[name]}:::")
+    with open(os.path.join(site.home, "users", "assign"), "w") as f:
+        f.write("\n".join(lines) + "\n.\n")
+    subprocess.run([sys.executable, "-m", "engine.newu"], check=True, env={**os.environ, "QMAILHOME": site.home})
+    dual = site.user("dual")
+    site.start()
+    for name in ("cdbonly", "dual", "zz-nobody-here"):
+        site.send(site.addr(name), subject=name)
+    site.wait(lambda: subjects(homes["cdbonly"]) == ["cdbonly"], "users/cdb answers for a name LDAP lacks")
+    site.wait(lambda: subjects(dual) == ["dual"], "the directory wins over users/cdb")
+    bounces = site.wait_bounces(1)
+    assert bounce_record(site.addr("zz-nobody-here"), NO_MAILBOX) in bounces
+    assert texts(homes["dual"]) == []
 
 
 def test_ldapobjectclass_restricts_every_round(site):
