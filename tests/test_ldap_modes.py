@@ -8,9 +8,9 @@ Covered: every accountStatus, every deliveryMode and qmailDotMode value with
 deliveryProgramPath, mailForwardingAddress and a .qmail file in the home,
 the dash-extension rounds with aliasdomains, Maildir++ quotas at and over the
 limit (and the control/defaultquota* defaults) with the quota warning, mail
-stores (ldapmessagestore, homeDirectory alone, control/dirmaker), ldapobjectclass, check.c's
-refusals, the ldaplocaldelivery fallback to users/cdb, a forwarding loop
-between two entries, and filter-injection
+stores (ldapmessagestore, homeDirectory alone, control/dirmaker),
+ldapobjectclass, check.c's refusals, the ldaplocaldelivery fallback to
+users/cdb, a forwarding loop between two entries, and filter-injection
 attempts through delivery and RCPTCHECK.
 (Failover to a second ldapserver is in test_ldap_delivery's outage test.)
 """
