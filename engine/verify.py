@@ -4,10 +4,10 @@ Answers ("K", ""), ("D", text) or ("Z", text) as the original's K / D<text> /
 Z<text> records: the qmail-lspawn lookup rounds in LDAP; accountStatus
 disabled or deleted are permanent refusals; too many entries (accepted
 with control/ldapdupealias, DUPEALIAS) or an LDAP failure are temporary
-with an empty text (qmail-smtpd then says `451 `); no entry and ldaplocaldelivery → users/cdb, then a real passwd user. A
-directory that cannot be reached at all — where qmail-verify exited
-without an answer and qmail-smtpd printed garbage — gives a fixed
-temporary text.
+with an empty text (qmail-smtpd then says `451 `); no entry and
+ldaplocaldelivery → users/cdb, then a real passwd user. A directory that
+cannot be reached at all — where qmail-verify exited without an answer and
+qmail-smtpd printed garbage — gives a fixed temporary text.
 """
 
 from engine import control, getpw, qldap, users
