@@ -220,11 +220,15 @@ class Message:
 
 
 def read_fd(fd):
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    os.lseek(fd, 0, os.SEEK_SET)
+    """The whole message; fd 0 stays at its start for qmail-secretary."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        raise Fatal(111, FATAL + "Unable to read message. (#4.3.0)") from None
     return b"".join(chunks)
 
 

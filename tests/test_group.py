@@ -277,3 +277,27 @@ def test_group_deferred_while_its_directory_login_fails(site, qmailhome):
     send(qmailhome, f"list@{d}", f"member@{d}")
     m.wait_for(lambda: "wrong_bind_password_for_ldap_server" in m.log(), 30, "a deferral")
     assert ": failure: " not in m.log() and texts(member_store) == []
+
+
+def test_qmail_local_hands_groups_to_qmail_group(env, slapd, qmailhome, tmp_path):  # noqa: F811
+    """qmail-local's shortcut: `qmail-group <aliasempty>` only for a ./ or / aliasempty; -n just says so."""
+    d = env.domain
+    dn = add_group(slapd, "list", d, env.store, rfc822member=["m@x.example"])
+    msg = tmp_path / "msg"
+    msg.write_bytes(POST)
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    e = {"PATH": f"{qmailhome}/bin:/usr/bin:/bin", "QMAILHOME": qmailhome, "QLDAPGROUP": dn,
+         "QMAILQUEUE": record_queue(rec)}
+
+    def local(flag, aliasempty):
+        with open(msg, "rb") as stdin:
+            return subprocess.run([f"{qmailhome}/bin/qmail-local", flag, "--", "list", env.store, "list", "", "",
+                                   d, "p@x.example", aliasempty], stdin=stdin, env=e, capture_output=True)
+    p = local("-n", "./")
+    assert (p.returncode, p.stdout) == (0, b"group delivery\ndid 0+0+0\n")
+    p = local("-N", "./")
+    assert p.returncode == 0 and re.search(rb"qmail-group: ok \d+ qp \d+\.\ndid 0\+0\+1\n$", p.stdout), p.stdout
+    assert read_envelope(rec) == (b"p@x.example", [b"m@x.example"])
+    p = local("-N", "Maildir/")
+    assert p.returncode == 100 and b"qmail-group: usage: qmail-group Maildir" in p.stdout
