@@ -87,6 +87,11 @@ def test_bounceadmin_verp_return_and_moderators_actions(env, slapd):  # noqa: F8
         rc, err, queued, _ = env(dn, "someone@x.example", ext=ext)
         assert (rc, err) == (100, "qmail-group: fatal: Sorry, no mailbox here by that name. (#5.1.1)\n")
         assert queued is None
+    rc, err, (sender, rcpts), _ = env(dn, "", ext="bounce-" + "a" * 40)
+    assert rc == 0 and rcpts == [b"admin@x.example"], err
+    nobody = add_group(slapd, "nobody", d, env.store, rfc822member=["m@x.example"], rfc822moderator=["mod@x.example"])
+    rc, err, queued, _ = env(nobody, "", local="nobody", ext="bounce-" + "a" * 40)
+    assert (rc, err, queued) == (0, "qmail-secretary: warn: message to moderator bounced.\n", None)
     plain = add_group(slapd, "plain", d, env.store, rfc822member=["m@x.example"], bounceadmin=["admin@x.example"])
     rc, err, (sender, rcpts), _ = env(plain, "poster@x.example", local="plain")
     assert rc == 0 and sender == f"plain-return-@{d}-@[]".encode() and rcpts == [b"m@x.example"], err
@@ -301,3 +306,20 @@ def test_qmail_local_hands_groups_to_qmail_group(env, slapd, qmailhome, tmp_path
     assert read_envelope(rec) == (b"p@x.example", [b"m@x.example"])
     p = local("-N", "Maildir/")
     assert p.returncode == 100 and b"qmail-group: usage: qmail-group Maildir" in p.stdout
+
+
+def test_sender_confirmation_holds_then_releases(env, slapd):  # noqa: F811
+    d = env.domain
+    dn = add_group(slapd, "list", d, env.store, senderconfirm="TRUE", rfc822member=["m@x.example"],
+                   bounceadmin=["admin@x.example"], confirmtext="Confirm your post to %LIST%.\n")
+    rc, err, (sender, rcpts), request = env(dn, "poster@x.example")
+    assert rc == 0 and "qmail-secretary: info: qp" in err, err
+    [hashid] = os.listdir(os.path.join(env.store, "new"))
+    assert sender == f"list-reject-{hashid}@{d}".encode() and rcpts == [b"poster@x.example"]
+    assert f"Confirm your post to list@{d}.".encode() in request
+    rc, err, (sender, rcpts), post = env(dn, "poster@x.example", ext=f"confirm-{hashid}",
+                                         message=b"Subject: Re: confirm\n\nOK\n")
+    assert rc == 0 and re.search(r"qmail-group: ok \d+ qp \d+\.\n$", err), err
+    assert sender == f"list-return-@{d}-@[]".encode() and rcpts == [b"m@x.example"]
+    assert post.startswith(f"Delivered-To: list@{d}\nPrecedence: bulk\nReturn-Path: <poster@x.example>\n".encode())
+    assert post.endswith(POST) and os.listdir(os.path.join(env.store, "new")) == []
