@@ -24,13 +24,22 @@ $CONFIRMMESS / $APPROVEMESS (the group's confirmtext / moderatortext) or the
 built-in ones, with %LIST% and the %HEADER% rules; Precedence: junk is forced.
 The senders <>, #@[] and addresses without a host, messages with
 Mailing-List: or Precedence: junk/bulk/list, and our own Delivered-To line
-are refused. qmail-ldap's ezmlm mode (-z dir) is not supported.
+are refused.
+
+    qmail-secretary -z ezmlmdir [-c | -C] [-m addr]... [-M file] maildir ezmlm-send ...
+
+ezmlm mode: the list's inlocal, inhost, outlocal, outhost and mailinglist
+files and text/confirm, text/approve come from ezmlmdir (the working
+directory from then on); requests carry a Mailing-List: header, and a
+released message is piped into the given program (SENDER from its
+Return-Path) instead of being handed back.
 """
 
 import hashlib
 import os
 import re
 import struct
+import subprocess
 import sys
 import time
 
@@ -46,7 +55,8 @@ EXPIRY = 604800  # held messages and stray files are removed after 7 days
 CONFIRM_ATTACH, APPROVE_ATTACH = 10 * 1024, 128 * 1024
 HASH = re.compile(r"[0-9a-fA-F]{40}")
 USAGE = ("qmail-secretary: usage:\n    qmail-secretary [ -Z ] [ -c | -C ] [[ -m addr ] ... ] "
-         "[ -M file ] maildir\n")
+         "[ -M file ] maildir\n    qmail-secretary -z ezmlmdir [ -c | -C ] [[ -m addr ] ... ] "
+         "[ -M file ]\n                    maildir [ ezmlm-send ... ]\n")
 
 CONFIRM_TEXT = b"""Hi,
 
@@ -101,31 +111,40 @@ def enc(s):
 
 
 class Secretary:
-    """One run: the list's addresses, the texts, the moderators and the held-message store."""
+    """One run: the list's addresses, the texts, the moderators and the held-message store.
 
-    def __init__(self, env, maildir, confirm, moderators):
+    In qmail-group mode the list is LOCAL without EXT at HOST (in = out); in ezmlm mode
+    the addresses and texts come from the list directory (`ezmlm`, the cwd by then)."""
+
+    def __init__(self, env, maildir, confirm, moderators, ezmlm=None):
         for name in ("SENDER", "LOCAL", "HOST"):
             if name not in env:
                 raise Fatal(100, f"{FATAL}{name} not set")
         self.sender, self.local, self.host = env["SENDER"], env["LOCAL"], env["HOST"]
-        ext = env.get("EXT", "")
-        self.list_local = self.local[:len(self.local) - len(ext) - 1] if ext else self.local
-        self.maildir, self.confirm, self.moderators = maildir, confirm, moderators
-        self.approve_text = enc(env["APPROVEMESS"]) if "APPROVEMESS" in env else APPROVE_TEXT
-        self.confirm_text = enc(env["CONFIRMMESS"]) if "CONFIRMMESS" in env else CONFIRM_TEXT
+        self.maildir, self.confirm, self.moderators, self.ezmlm = maildir, confirm, moderators, ezmlm
+        if ezmlm is None:
+            ext = env.get("EXT", "")
+            self.inlocal = self.outlocal = self.local[:len(self.local) - len(ext) - 1] if ext else self.local
+            self.inhost = self.outhost = self.host
+            self.mailinglist = f"{self.outlocal}@{self.outhost}"
+            self.approve_text = enc(env["APPROVEMESS"]) if "APPROVEMESS" in env else APPROVE_TEXT
+            self.confirm_text = enc(env["CONFIRMMESS"]) if "CONFIRMMESS" in env else CONFIRM_TEXT
+        else:
+            self.mailinglist, self.inhost, self.inlocal, self.outhost, self.outlocal = (
+                ezmlm_line(ezmlm, name) for name in ("mailinglist", "inhost", "inlocal", "outhost", "outlocal"))
+            self.approve_text = ezmlm_text(ezmlm, "text/approve", APPROVE_TEXT)
+            self.confirm_text = ezmlm_text(ezmlm, "text/confirm", CONFIRM_TEXT)
         self.rpline = b"Return-Path: <" + quote2(enc(self.sender)).replace(b"\n", b"_") + b">\n"
-        self.dtline = enc(f"Delivered-To: secretary for {self.mailinglist}".replace("\n", "_")) + b"\n"
-
-    @property
-    def mailinglist(self):
-        return f"{self.list_local}@{self.host}"
+        self.dtline = enc(f"Delivered-To: secretary for {self.outlocal}@{self.outhost}".replace("\n", "_")) + b"\n"
 
     def reply_address(self, hashid, action):
-        return f"{self.list_local}-{action}-{hashid}@{self.host}"
+        return f"{self.outlocal}-{action}-{hashid}@{self.outhost}"
 
     def action(self):
         """extractrcpt(): (action, hash) from the address after the list name."""
-        rest = self.local[len(self.list_local):]
+        if self.inhost.lower() != self.host.lower() or not self.local.lower().startswith(self.inlocal.lower()):
+            raise Fatal(100, FATAL + "I do not accept messages at this address (#5.1.1)")
+        rest = self.local[len(self.inlocal):]
         if not rest:
             return "", ""
         if rest[0] != "-":
@@ -253,9 +272,10 @@ class Secretary:
         ])
         bound = enc(hashid)
         now = time.time()
-        body = re.sub(rb"(?i)%LIST%", lambda _: enc(self.mailinglist), text[offset:])
+        body = re.sub(rb"(?i)%LIST%", lambda _: enc(f"{self.outlocal}@{self.outhost}"), text[offset:])
+        listhead = b"Mailing-List: " + enc(self.mailinglist) + b"\n" if self.ezmlm is not None else b""
         return b"".join([
-            self.dtline, newfield.msgid_field(enc(self.host), now), newfield.date_field(now), header,
+            self.dtline, newfield.msgid_field(enc(self.inhost), now), newfield.date_field(now), listhead, header,
             b'Content-Type: multipart/mixed; boundary="' + bound + b'"\n\n',
             b"This is a multi-part message in MIME format.\n",
             b"If you can read this your mail user agent doesnot support MIME messages\n",
@@ -287,7 +307,7 @@ class Secretary:
     def send_moderator(self, hashid, attachment):
         if not self.moderators:
             raise Fatal(100, FATAL + "no moderators found but needed.")
-        to = enc(f"The moderators of {self.mailinglist} <{self.list_local}-moderators@{self.host}>")
+        to = enc(f"The moderators of {self.mailinglist} <{self.outlocal}-moderators@{self.outhost}>")
         mail = self.request(self.approve_text, to, enc(self.reply_address(hashid, "approve")),
                             b"Moderation request", hashid, attachment, APPROVE_ATTACH)
         # a moderator's own post goes to that moderator only
@@ -311,14 +331,63 @@ def fsync_dir(path):
 
 
 def release(path):
-    """blast(): tell qmail-group which held message to send."""
+    """blast(), qmail-group mode: tell qmail-group which held message to send."""
     sys.stdout.buffer.write(b"K" + os.fsencode(path) + b"\0")
     sys.stdout.buffer.flush()
 
 
+def release_ezmlm(path, program):
+    """blast(), ezmlm mode: run the list program (ezmlm-send ...) on the held message, with
+    SENDER taken from its Return-Path; the held copy goes once the program took it."""
+    env = dict(os.environ)
+    with open(path, "rb") as f:
+        for line in f:
+            if line == b"\n" or not line.endswith(b"\n"):
+                break
+            if line[:12].lower() == b"return-path:" and b"<" in line and line.rfind(b">") > line.find(b"<"):
+                env["SENDER"] = os.fsdecode(line[line.find(b"<") + 1:line.rfind(b">")])
+                break
+        os.lseek(f.fileno(), 0, os.SEEK_SET)  # f.seek() may only move inside its buffer
+        try:
+            code = subprocess.run(program, stdin=f, env=env).returncode
+        except OSError as e:
+            raise Fatal(111, f"{FATAL}Unable to exec: {e.strerror}") from None
+    if code < 0:
+        raise Fatal(111, FATAL + "Aack, child crashed.")
+    if code in (100, 64, 65, 70, 76, 77, 78, 112):
+        raise Fatal(100, "")
+    if code not in (0, 99):
+        raise Fatal(111, "")
+    try:
+        os.unlink(path)
+    except OSError as e:
+        sys.stderr.write(f"{WARN}Could not unlink message: {e.strerror}\n")
+
+
+def ezmlm_line(directory, name):
+    """First line of an ezmlm list file (control-file line rules); 100 when it is missing."""
+    try:
+        with open(name, "rb") as f:
+            return f.read().decode("utf-8", "surrogateescape").split("\n", 1)[0].rstrip(" \t\r")
+    except FileNotFoundError:
+        raise Fatal(100, f"{FATAL}{directory}/{name} does not exist") from None
+    except OSError as e:
+        raise Fatal(111, f"{FATAL}unable to read {directory}/{name}: {e.strerror}") from None
+
+
+def ezmlm_text(directory, name, default):
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return default
+    except OSError as e:
+        raise Fatal(111, f"{FATAL}unable to read {directory}/{name}: {e.strerror}") from None
+
+
 def parse_args(argv):
-    """(confirm, moderators, -M file, maildir); Fatal(100) with the usage text on bad arguments."""
-    confirm, moderators, modfile, args = False, [], None, list(argv)
+    """(confirm, moderators, -M file, -z dir, maildir, program); Fatal(100) with the usage text."""
+    confirm, moderators, modfile, ezmlm, args = False, [], None, None, list(argv)
     while args and args[0].startswith("-") and len(args[0]) > 1:
         opt = args.pop(0)
         if opt == "--":
@@ -328,6 +397,7 @@ def parse_args(argv):
             c = opt[i]
             if c in "cCZ":
                 confirm = {"c": True, "C": False}.get(c, confirm)
+                ezmlm = None if c == "Z" else ezmlm
                 i += 1
                 continue
             if c not in "mMz":
@@ -335,16 +405,16 @@ def parse_args(argv):
             value = opt[i + 1:] or (args.pop(0) if args else None)
             if value is None:
                 raise Fatal(100, USAGE)
-            if c == "z":
-                raise Fatal(100, FATAL + "ezmlm mode (-z) is not supported")
             if c == "m":
                 moderators.append(value)
-            else:
+            elif c == "M":
                 modfile = value
+            else:
+                ezmlm = value
             break
-    if len(args) != 1:
+    if not args or (ezmlm is None) != (len(args) == 1):
         raise Fatal(100, USAGE)
-    return confirm, moderators, modfile, args[0]
+    return confirm, moderators, modfile, ezmlm, args[0], args[1:]
 
 
 def read_modfile(path):
@@ -360,10 +430,16 @@ def read_modfile(path):
 
 
 def run(argv, env, message):
-    confirm, moderators, modfile, maildir = parse_args(argv)
+    confirm, moderators, modfile, ezmlm, maildir, program = parse_args(argv)
+    if ezmlm is not None:
+        try:
+            os.chdir(ezmlm)  # the list's files, a relative maildir and -M file are in the list directory
+        except OSError as e:
+            raise Fatal(111, f"{FATAL}unable to switch to {ezmlm}: {e.strerror}") from None
+    s = Secretary(env, maildir, confirm, moderators, ezmlm)
     if modfile:
-        moderators += read_modfile(modfile)
-    s = Secretary(env, maildir, confirm, moderators)
+        s.moderators += read_modfile(modfile)
+    s.program = program
     action, hashid = s.action()
     try:
         make_maildir(maildir)
@@ -390,10 +466,12 @@ def step(s, action, hashid, message):
         s.check_header(message)
         if not hashid:
             raise Fatal(100, f"{FATAL}{action.capitalize()} message without id.")
-        if action == "approve":
-            release(s.held("cur", hashid))
-        elif not s.moderators:
-            release(s.held("new", hashid))
+        if action == "approve" or not s.moderators:
+            path = s.held("cur" if action == "approve" else "new", hashid)
+            if s.ezmlm is None:
+                release(path)
+            else:
+                release_ezmlm(path, s.program)
         else:
             s.send_moderator(*s.move_to_moderation(hashid))
         return 99

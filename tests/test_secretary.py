@@ -169,8 +169,37 @@ def test_moderators_from_file_and_usage(sec, tmp_path):
     for args in ((), ("-q", sec.maildir), (sec.maildir, "extra")):
         rc, _, err, _, _ = sec(*args)
         assert rc == 100 and err.startswith("qmail-secretary: usage:"), args
-    rc, _, err, _, _ = sec("-z", "/tmp/ezmlm", sec.maildir, "ezmlm-send")
-    assert rc == 100 and "ezmlm mode (-z) is not supported" in err
+    rc, _, err, _, _ = sec("-z", str(tmp_path / "nolist"), sec.maildir, "/bin/true")
+    assert rc == 111 and err.startswith(f"qmail-secretary: fatal: unable to switch to {tmp_path}/nolist: ")
+    rc, _, err, _, _ = sec("-z", str(tmp_path), sec.maildir)
+    assert rc == 100 and err.startswith("qmail-secretary: usage:")
+
+
+def test_ezmlm_mode_confirms_then_pipes_into_the_list_program(sec, tmp_path):
+    listdir = tmp_path / "ezlist"
+    (listdir / "text").mkdir(parents=True)
+    for name, value in (("inlocal", "list"), ("inhost", HOST), ("outlocal", "list"), ("outhost", HOST)):
+        (listdir / name).write_text(value + "\n")
+    rc, _, err, _, _ = sec("-c", "-z", str(listdir), "held", "/bin/true")
+    assert (rc, err) == (100, f"qmail-secretary: fatal: {listdir}/mailinglist does not exist\n")
+    (listdir / "mailinglist").write_text(f"contact list-help@{HOST}; run by ezmlm\n")
+    (listdir / "text" / "confirm").write_text("Say yes to %LIST%.\n")
+    sink = tmp_path / "sink"
+    prog = tmp_path / "fake-ezmlm-send"
+    prog.write_text(f'#!/bin/sh\necho "$SENDER" > {sink}.sender\ncat > {sink}\n')
+    prog.chmod(0o755)
+    rc, _, err, (sender, rcpts), mail = sec("-c", "-z", str(listdir), "held", str(prog))
+    assert rc == 99, err
+    [hashid] = os.listdir(listdir / "held" / "new")
+    assert f"Mailing-List: contact list-help@{HOST}; run by ezmlm\n".encode() in mail
+    assert b"Say yes to list@lists.example." in mail and rcpts == [b"poster@x.example"]
+    rc, _, err, _, _ = sec("-c", "-z", str(listdir), "held", str(prog), local="other", ext=f"confirm-{hashid}")
+    assert (rc, err) == (100, "qmail-secretary: fatal: I do not accept messages at this address (#5.1.1)\n")
+    rc, out, err, _, _ = sec("-c", "-z", str(listdir), "held", str(prog), ext=f"confirm-{hashid}",
+                             message=b"Subject: yes\n\nyes\n")
+    assert (rc, out) == (99, b""), err
+    assert sink.read_bytes().endswith(POST) and (tmp_path / "sink.sender").read_text() == "poster@x.example\n"
+    assert os.listdir(listdir / "held" / "new") == []
 
 
 def test_large_message_is_cut_in_the_request(sec):
