@@ -456,6 +456,10 @@ REGISTRY = {c.name: c for c in (
     *(c for service, program in (("smtp", SMTPD), ("qmtp", QMTPD)) for c in _listener_controls(service, program)),
     Control("smtpdataz", "int", 0, (SMTPD,), "1 = advertise and accept DATAZ (qmail-ldap's DATA_COMPRESS build option)",
             pre="DATAZ compression: ", post=" (1 is on)", section="pyqmail"),
+    Control("ldapdupealias", "int", 0, (LSPAWN, VERIFY),
+            "1 = an address with several LDAP entries goes to the passwd user dupealias (qmail-ldap's DUPEALIAS "
+            "build option) instead of bouncing", pre="Duplicate LDAP entries go to dupealias: ", post=" (1 is on)",
+            section="pyqmail"),
 
     # -- ~/users
     Control("users/assign", "raw", None, ("qmail-newu",),

@@ -475,10 +475,12 @@ def deliver(r, fd, doit=True, env=None, warn=None, say=None):
             check_loop(header_lines(fd), dtline(r))
         if cenv.get("QLDAPGROUP") is not None:
             counts = Counts()
-            counts.programs += 1
             if doit:
+                counts.programs += 1
                 arg = r.aliasempty if r.aliasempty[:1] in (".", "/") else ""
                 run_program("qmail-group " + arg, fd, cenv, r.home, out)
+            elif say:
+                say("group delivery")
             return 0, "".join(out) + counts.report()
         ins = instructions(r, cenv, warn)
         counts = execute(r, ins, fd, cenv, out, doit, say)

@@ -61,7 +61,8 @@ QLX_TEXT = {
     168: b"DPermanent error in automatic homedir creation. (#5.3.0)",
     169: b"ZAutomatic homedir creator crashed (#4.3.0)",
 }
-UID_HELPERS = 4  # persistent per-uid children kept by one root worker
+UID_HELPERS = 4
+DUPEALIAS_USER = "dupealias"  # persistent per-uid children kept by one root worker
 
 
 class Refusal(Exception):
@@ -115,6 +116,20 @@ def alias_account(qmailhome):
     except KeyError:
         raise Refusal(QLX_NOALIAS) from None
     return pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir
+
+
+def dupealias_target(qmailhome, local_part):
+    """DUPEALIAS: the passwd user dupealias (in a single-user instance its owner with the home's
+    dupealias/ directory), dash '-', the whole local part as extension, no LDAP environment."""
+    if hier.is_single_user(qmailhome):
+        account = (DUPEALIAS_USER, os.getuid(), os.getgid(), os.path.join(qmailhome, DUPEALIAS_USER))
+    else:
+        try:
+            pw = pwd.getpwnam(DUPEALIAS_USER)
+        except KeyError:
+            raise Refusal(QLX_NOALIAS) from None
+        account = (pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
+    return Target(*account, conf.BREAK, local_part)
 
 
 def alias_target(qmailhome, local_part, env=None, aliasempty=None):
@@ -265,6 +280,13 @@ class Worker:
         address = f"{local_part}@{domain}"
         try:
             hit = self.directory.lookup(address)
+        except qldap.TooMany:
+            if self.directory.cfg.dupealias:
+                return dupealias_target(self.home, local_part)
+            raise Refusal(qldap.TooMany.qlx) from None
+        except qldap.QldapError as e:
+            raise Refusal(e.qlx) from None
+        try:
             if hit is not None:
                 delivery = qldap.resolve(hit[0], self.directory.cfg, address, hit[1], size)
                 if delivery.kind == "cluster":

@@ -156,6 +156,7 @@ class Config:
     clusterhosts: list = field(default_factory=list)
     aliasdomains: control.ConstMap = field(default_factory=control.ConstMap)
     dash_ext: bool = DASH_EXT
+    dupealias: bool = False  # DUPEALIAS: several entries for an address go to the user dupealias
 
     @classmethod
     def load(cls, home=None, login_fallback=False):
@@ -186,6 +187,7 @@ class Config:
         cfg.me = control.me(home) or ""
         if cfg.cluster:
             cfg.clusterhosts = control.read_list("ldapclusterhosts", [], home)
+        cfg.dupealias = control.read_int("ldapdupealias", 0, home) != 0
         cfg.aliasdomains = control.ConstMap(control.read_list("aliasdomains", [], home), values=True)
         return cfg
 

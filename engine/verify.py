@@ -2,12 +2,12 @@
 
 Answers ("K", ""), ("D", text) or ("Z", text) as the original's K / D<text> /
 Z<text> records: the qmail-lspawn lookup rounds in LDAP; accountStatus
-disabled or deleted are permanent refusals; too many entries or an LDAP
-failure are temporary with an empty text (qmail-smtpd then says `451 `);
-no entry and ldaplocaldelivery → users/cdb, then a real passwd user. A
-directory that cannot be reached at all — where qmail-verify exited
-without an answer and qmail-smtpd printed garbage — gives a fixed
-temporary text.
+disabled or deleted are permanent refusals; too many entries (accepted
+with control/ldapdupealias, DUPEALIAS) or an LDAP failure are temporary
+with an empty text (qmail-smtpd then says `451 `); no entry and
+ldaplocaldelivery → users/cdb, then a real passwd user. A directory that
+cannot be reached at all — where qmail-verify exited without an answer and
+qmail-smtpd printed garbage — gives a fixed temporary text.
 """
 
 from engine import control, getpw, qldap, users
@@ -30,7 +30,12 @@ def _thread(home):
 
 def _lookup(directory, address):
     """(kind, text) from the directory, or None when no entry matched."""
-    hit = directory.lookup(address, VERIFY_ATTRS)
+    try:
+        hit = directory.lookup(address, VERIFY_ATTRS)
+    except qldap.TooMany:
+        if directory.cfg.dupealias:  # DUPEALIAS: qmail-lspawn delivers it to dupealias
+            return "K", ""
+        raise
     if hit is None:
         return None
     status = hit[0].status()
