@@ -5,7 +5,7 @@
 Creates BASE/qmail (a single-user qmail home for the domain example.test)
 with an SMTP listener on 127.0.0.1:2525, users alice and bob in users/assign
 (compiled with qmail-newu), and a throwaway OpenLDAP slapd on a loopback port
-(the test suite's tests/support/slapd.py, data in BASE/ldap) holding sample
+(engine/slapd.py, data in BASE/ldap) holding sample
 qmailUser entries: active users, a forward-only alias, a forward, an
 auto-reply, a small quota and a disabled account. control/ldapserver and
 friends point the master at it, with ldaplocaldelivery=1 so users/assign
@@ -24,12 +24,11 @@ import subprocess
 import sys
 import time
 
-from engine import install
+from engine import install, slapd
 
 DOMAIN = "example.test"
 SMTP_PORT = 2525
 USERS = ("alice", "bob")  # users/assign: the fallback when the directory has no entry
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LDAP_CONTROLS = ("ldapserver", "ldapbasedn", "ldaplocaldelivery", "ldapuid", "ldapgid", "quotawarning")
 VIRTUAL_ID = 1000  # ldapuid/ldapgid for entries without qmailUID; a single-user instance delivers as its owner
 
@@ -91,15 +90,6 @@ def user_home(base, user):
 
 # --- the directory -----------------------------------------------------------------
 
-def slapd_support():
-    """tests/support/slapd.py, the one place that knows how to run a throwaway slapd."""
-    tests = os.path.join(ROOT, "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-    from support import slapd
-    return slapd
-
-
 def sample_ldif(slapd, base):
     """The sample entries as LDIF for slapadd (homes created here; Maildirs appear on first delivery)."""
     out = []
@@ -132,10 +122,6 @@ def stop_stale(directory):
 
 def start_directory(base, home):
     """(running Slapd, None), or (None, why) with the LDAP control files removed."""
-    try:
-        slapd = slapd_support()
-    except ImportError as e:
-        return _no_directory(home, f"the slapd helper is not available ({e})")
     if not os.access(slapd.SLAPD, os.X_OK):
         return _no_directory(home, f"{slapd.SLAPD} is not installed (apt-get install slapd ldap-utils)")
     directory = os.path.join(base, "ldap")
