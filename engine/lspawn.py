@@ -27,7 +27,7 @@ import subprocess
 import sys
 from collections import OrderedDict
 
-from engine import conf, control, getpw, hier, local, qldap, spawn
+from engine import conf, control, getpw, hier, local, maildir, qldap, spawn
 
 QLX_USAGE, QLX_ROOT, QLX_NFS, QLX_NOALIAS, QLX_CDB, QLX_SYS, QLX_NOMEM = 112, 113, 115, 116, 117, 118, 119
 QLX_EXECSOFT, QLX_EXECHARD, QLX_EXECPW = 120, 126, 121
@@ -356,7 +356,11 @@ def default_env(qmailhome):
 
 
 def run_pool_worker(qmailhome, aliasempty, listener):
-    """Arbiter target for one local pool worker."""
+    """Arbiter target for one local pool worker.
+
+    qmail-send syncs the queue's file system before it marks a delivery done, so Maildirs on
+    that file system skip their own new/ fsync (engine.maildir.defer_new_sync)."""
+    maildir.defer_new_sync(os.stat(os.path.join(qmailhome, "queue")).st_dev)
     Worker(qmailhome, aliasempty, listener).serve_forever()
     return 0
 
