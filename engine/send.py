@@ -22,6 +22,7 @@ Test knob: PYQMAIL_RETRY_SCALE=N divides every retry interval by N (a
 documented short clock for tests; never set it in production).
 """
 
+import collections
 import heapq
 import math
 import os
@@ -142,6 +143,7 @@ class Scheduler:
         self.queued = (set(), set())    # ids in each heap or running, to avoid duplicates
         self.done = []                  # ids whose channel files are gone
         self.reports = []               # (Delivery, letter, text) received, not yet applied
+        self.clean_waiting = collections.deque()  # (id, log line on success) sent to qmail-clean
         self.queue_fd = None
         self.conns = ([], [])
         self.jobs = {}
@@ -169,6 +171,7 @@ class Scheduler:
     def connect_clean(self):
         self.clean = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.clean.connect(self.paths["clean"])
+        self.sel.register(self.clean, selectors.EVENT_READ, ("clean", None))
 
     def accept_todo(self, listener):
         conn, _ = listener.accept()
@@ -374,10 +377,24 @@ class Scheduler:
             return False
         log(f"end msg {msgid}")
         os.unlink(hier.queue_file(q, "info", msgid))
-        self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
-        if self.clean.recv(1) != b"+":
-            log(f"warning: qmail-clean unable to clean up foop/{msgid}")
+        self.ask_clean(msgid, None)
         return True
+
+    def ask_clean(self, msgid, success_note):
+        """foop/<id> to qmail-clean without waiting: answers come in order and are read by on_clean."""
+        self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
+        self.clean_waiting.append((msgid, success_note))
+
+    def on_clean(self):
+        answers = self.clean.recv(4096)
+        if not answers:
+            raise ConnectionError("lost qmail-clean connection")
+        for answer in answers:
+            msgid, success_note = self.clean_waiting.popleft()
+            if answer != ord("+"):
+                log(f"warning: qmail-clean unable to clean up foop/{msgid}")
+            elif success_note:
+                log(success_note)
 
     def inject_bounce(self, msgid):
         path = hier.queue_file(self.queue, "bounce", msgid)
@@ -419,9 +436,7 @@ class Scheduler:
                 continue
             if any(os.path.exists(hier.queue_file(self.queue, k, msgid)) for k in ("info", "todo")):
                 continue
-            self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
-            if self.clean.recv(1) == b"+":
-                log(f"warning: removed ossified message {msgid}")
+            self.ask_clean(msgid, f"warning: removed ossified message {msgid}")
 
     # --- events -----------------------------------------------------------------------
     def on_pool(self, conn, now):
@@ -556,6 +571,8 @@ class Scheduler:
                     self.on_pool(obj, self.clock())
                 elif kind == "todo":
                     self.on_todo()
+                elif kind == "clean":
+                    self.on_clean()
                 elif kind == "listen":
                     self.accept_todo(obj)
 
