@@ -23,6 +23,7 @@ documented short clock for tests; never set it in production).
 """
 
 import collections
+import concurrent.futures
 import heapq
 import math
 import os
@@ -143,6 +144,9 @@ class Scheduler:
         self.queued = (set(), set())    # ids in each heap or running, to avoid duplicates
         self.done = []                  # ids whose channel files are gone
         self.reports = []               # (Delivery, letter, text) received, not yet applied
+        self.syncing = None             # reports waiting for the syncfs in flight
+        self.sync_thread = concurrent.futures.ThreadPoolExecutor(1, "syncfs")
+        self.synced_r, self.synced_w = os.pipe()
         self.clean_waiting = collections.deque()  # (id, log line on success) sent to qmail-clean
         self.queue_fd = None
         self.conns = ([], [])
@@ -457,24 +461,41 @@ class Scheduler:
             self.reports.append((d, letter, text))
 
     def apply_reports(self, now):
-        """Apply the reports gathered in one round, after one syncfs when a local delivery succeeded.
+        """Apply the reports gathered so far, after one syncfs when a local delivery succeeded.
 
         The local pool skips the fsync of new/ for Maildirs on the queue's file system
-        (engine.maildir.defer_new_sync): this syncfs makes those deliveries durable before any
-        of them is marked done, for a whole round of reports at the price of one flush."""
-        if not self.reports:
+        (engine.maildir.defer_new_sync): the syncfs makes those deliveries durable before any
+        of them is marked done. It runs in a thread so the scheduler keeps starting
+        deliveries meanwhile; reports arriving during one flush wait for the next, so a slow
+        flush covers a larger batch (group commit)."""
+        if not self.reports or self.syncing is not None:
             return
-        if any(letter == b"K" and d.job.channel == LOCAL for d, letter, _ in self.reports):
-            self.sync_queue_filesystem()
         reports, self.reports = self.reports, []
+        if any(letter == b"K" and d.job.channel == LOCAL for d, letter, _ in reports):
+            self.syncing = reports
+            self.sync_thread.submit(self.sync_queue_filesystem)
+            return
+        self.finish_reports(reports, now)
+
+    def finish_reports(self, reports, now):
         for d, letter, text in reports:
             self.finish_one(d, letter, text, now)
 
+    def on_synced(self, now):
+        """The flush started by apply_reports is done: its reports can mark recipients done."""
+        os.read(self.synced_r, 4096)
+        reports, self.syncing = self.syncing, None
+        self.finish_reports(reports, now)
+
     def sync_queue_filesystem(self):
-        if self.queue_fd is None:
-            self.queue_fd = os.open(self.queue, os.O_RDONLY | os.O_DIRECTORY)
-        if not syncfs(self.queue_fd):
-            os.sync()
+        """Runs in the sync thread; wakes the event loop through the synced pipe when done."""
+        try:
+            if self.queue_fd is None:
+                self.queue_fd = os.open(self.queue, os.O_RDONLY | os.O_DIRECTORY)
+            if not syncfs(self.queue_fd):
+                os.sync()
+        finally:
+            os.write(self.synced_w, b"s")
 
     def lost_pool(self, conn, now):
         self.sel.unregister(conn.sock)
@@ -530,6 +551,7 @@ class Scheduler:
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
         self.sel.register(wake_r, selectors.EVENT_READ, ("wake", None))
+        self.sel.register(self.synced_r, selectors.EVENT_READ, ("synced", None))
         self.sel.register(send_listener, selectors.EVENT_READ, ("listen", send_listener))
         self.connect_clean()
         self.scan_info()
@@ -547,7 +569,8 @@ class Scheduler:
                 elif s == signal.SIGTERM:
                     self.exiting = True
                     self.log_status()
-            if self.exiting and not self.in_use(LOCAL) and not self.in_use(REMOTE):
+            if (self.exiting and not self.in_use(LOCAL) and not self.in_use(REMOTE)
+                    and not self.reports and self.syncing is None):
                 if self.todo_conn is not None:
                     self.todo_conn.sendall(b"X")
                 return 0
@@ -565,7 +588,9 @@ class Scheduler:
             timeout = self.timeout(now)
             for key, _ in self.sel.select(timeout):
                 kind, obj = key.data
-                if kind == "wake":
+                if kind == "synced":
+                    self.on_synced(self.clock())
+                elif kind == "wake":
                     os.read(wake_r, 4096)
                 elif kind == "pool":
                     self.on_pool(obj, self.clock())
