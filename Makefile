@@ -11,6 +11,8 @@ SHELL     := /bin/bash
 # Debian packages the build and the tests need (real slapd, tinycdb, tcpserver, swaks ...).
 DEBS := gcc python3-dev python3-venv libldap2-dev libsasl2-dev slapd ldap-utils tinycdb ucspi-tcp swaks daemontools \
         postfix dnsmasq-base openssl zlib1g-dev
+# strace: file-operation counts in tests/test_queue.py, tests/test_maildir.py and the benchmarks
+DEBS += strace
 DEBS += $(shell cat tests/debian-packages.txt 2>/dev/null | sed 's/#.*//')
 
 .PHONY: all test debs venv build setup check bench bench-kernels run clean

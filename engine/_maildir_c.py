@@ -26,13 +26,16 @@ def _source(message):
     return buf, len(buf), -1
 
 
-def deliver(maildir, prefix, message, host):
-    """Write prefix + message into maildir (bytes path) under a new unique name; returns (name, size)."""
+def deliver(maildir, prefix, message, host, sync_new=True):
+    """Write prefix + message into maildir (bytes path) under a new unique name; returns (name, size).
+
+    sync_new=False leaves the fsync of new/ to the caller (who flushes the file system before
+    counting the delivery as done)."""
     body, blen, fd = _source(message)
     name = _ffi.new("char[]", _NAMECAP)
     size = _ffi.new("unsigned long long *")
     step = _ffi.new("int *")
-    err = _lib.md_deliver(maildir, prefix, len(prefix), body, blen, fd, host, name, _NAMECAP, size, step)
+    err = _lib.md_deliver(maildir, prefix, len(prefix), body, blen, fd, host, int(sync_new), name, _NAMECAP, size, step)
     if err:
         raise _error(err, step[0], maildir)
     return _ffi.string(name), size[0]

@@ -120,8 +120,11 @@ def _sync_dir(path):
         _os.close(fd)
 
 
-def deliver(maildir, prefix, message, host):
-    """Write prefix + message into maildir (bytes path) under a new unique name; returns (name, size)."""
+def deliver(maildir, prefix, message, host, sync_new=True):
+    """Write prefix + message into maildir (bytes path) under a new unique name; returns (name, size).
+
+    sync_new=False leaves the fsync of new/ to the caller (who flushes the file system before
+    counting the delivery as done)."""
     name, tmp, fd = _create_tmp(maildir, host)
     try:
         try:
@@ -139,6 +142,8 @@ def deliver(maildir, prefix, message, host):
         _os.unlink(tmp)
         raise _step(e, "link")
     _os.unlink(tmp)
+    if not sync_new:
+        return name, size
     try:
         _sync_dir(maildir + b"/new")
     except OSError as e:

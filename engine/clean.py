@@ -48,11 +48,15 @@ def _unlink(path):
 
 
 def clean(queue, kind, msgid):
-    """Remove the files of one request; False when an unlink failed."""
-    second = "mess" if kind == "foop" else "todo"
+    """Remove the files of one request; False when an unlink failed.
+
+    A todo/ request leaves intd/ alone: our qmail-queue renames intd/ to todo/, so none is
+    left beside a todo/ file (qmail's linked one, in a queue taken over from qmail, goes
+    with the message's foop/ request, which removes intd/ as well)."""
     try:
-        _unlink(hier.queue_file(queue, "intd", msgid))
-        _unlink(hier.queue_file(queue, second, msgid))
+        if kind == "foop":
+            _unlink(hier.queue_file(queue, "intd", msgid))
+        _unlink(hier.queue_file(queue, "mess" if kind == "foop" else "todo", msgid))
     except OSError:
         return False
     return True
@@ -81,7 +85,10 @@ def serve(conn, queue):
                 cleanup_pid(queue)
             served += 1
             replies += answer(queue, line)
-        conn.sendall(replies)
+        try:
+            conn.sendall(replies)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # qmail-send exited without waiting for its last answers: the work is done
 
 
 def _serve_and_close(conn, queue):

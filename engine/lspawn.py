@@ -27,7 +27,7 @@ import subprocess
 import sys
 from collections import OrderedDict
 
-from engine import conf, control, getpw, hier, local, qldap, spawn
+from engine import cdb, conf, control, getpw, hier, local, maildir, qldap, spawn, users
 
 QLX_USAGE, QLX_ROOT, QLX_NFS, QLX_NOALIAS, QLX_CDB, QLX_SYS, QLX_NOMEM = 112, 113, 115, 116, 117, 118, 119
 QLX_EXECSOFT, QLX_EXECHARD, QLX_EXECPW = 120, 126, 121
@@ -96,12 +96,50 @@ class Target:
         self.dash, self.ext, self.env, self.aliasempty = dash, ext, env or {}, aliasempty
 
 
+class UsersCdb:
+    """users/cdb kept open between deliveries; reopened when qmail-newu has replaced the file.
+
+    qmail-lspawn opened it once per delivery; a stat per delivery sees a new file (qmail-newu
+    renames a new cdb into place) just as soon, without a map and unmap each time."""
+
+    def __init__(self):
+        self.key = None
+        self.db = None
+
+    def get(self, qmailhome):
+        """The open users/cdb, or None when it does not exist; OSError when it cannot be read."""
+        p = users.path(qmailhome)
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            self.close()
+            return None
+        key = (p, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key != self.key:
+            self.close()
+            self.db = cdb.Cdb(p)
+            self.key = key
+        return self.db
+
+    def close(self):
+        if self.db is not None:
+            self.db.close()
+        self.db = self.key = None
+
+
+_users_cdb = UsersCdb()
+
+
 def users_cdb_lookup(qmailhome, local_part):
     """users/cdb (qmail-users(5)) for `local_part`, or None; Refusal(QLX_CDB) when unreadable."""
-    from engine import users
     try:
-        found = users.lookup(local_part, home=qmailhome)
+        db = _users_cdb.get(qmailhome)
+        if db is None:
+            return None
+        record = users.find_record(db, local_part.encode("utf-8", "surrogateescape"))
+        found = None if record is None else users.parse_record(db.path, record)
     except OSError:
+        _users_cdb.close()
         raise Refusal(QLX_CDB) from None
     return Target(*found) if found else None
 
@@ -378,7 +416,11 @@ def default_env(qmailhome):
 
 
 def run_pool_worker(qmailhome, aliasempty, listener):
-    """Arbiter target for one local pool worker."""
+    """Arbiter target for one local pool worker.
+
+    qmail-send syncs the queue's file system before it marks a delivery done, so Maildirs on
+    that file system skip their own new/ fsync (engine.maildir.defer_new_sync)."""
+    maildir.defer_new_sync(os.stat(os.path.join(qmailhome, "queue")).st_dev)
     Worker(qmailhome, aliasempty, listener).serve_forever()
     return 0
 

@@ -8,7 +8,10 @@ qmail-ldap, with AUTOMAILDIRMAKE (mailmaker.c) and the Maildir++ quota
 Maildir: tmp/<time>.M<usec>P<pid>Q<n>.<host> is created with O_EXCL, the
 Return-Path and Delivered-To lines and the message are written, fsynced,
 and moved to new/<same>,S=<size> without ever replacing a file; then new/
-is fsynced. A file in new/ is always complete. The delivery identifier is
+is fsynced. A file in new/ is always complete. The local pool calls
+defer_new_sync(): a Maildir on the queue's file system then skips the
+new/ fsync, because qmail-send flushes that file system with one syncfs(2)
+for a batch of deliveries before it marks any of them done. The delivery identifier is
 maildir(5)'s modern form rather than qmail's bare pid, because deliveries
 run in long-lived workers that may write several messages a second.
 The host part has '/' and ':' escaped as \\057 and \\072.
@@ -45,6 +48,28 @@ _HOST_ESCAPES = {ord("/"): "\\057", ord(":"): "\\072"}
 _TEMP_ERRNOS = {errno.EINTR, errno.ENOMEM, errno.ETXTBSY, errno.EIO, errno.ETIMEDOUT, errno.EAGAIN,
                 errno.EDEADLK, errno.EBUSY, errno.ENFILE, errno.EMFILE, errno.EFBIG, errno.ENOSPC,
                 errno.EDQUOT, errno.ESTALE, errno.ENOLCK}
+
+
+_deferred_device = None     # st_dev whose new/ fsyncs the caller makes up for (defer_new_sync)
+
+
+def defer_new_sync(device):
+    """Skip the new/ fsync for Maildirs on file system `device` (None: never skip).
+
+    Only for a caller that flushes that file system (syncfs) before it treats a
+    delivery as done: the local pool, whose qmail-send syncs the queue's file
+    system before marking recipients delivered."""
+    global _deferred_device
+    _deferred_device = device
+
+
+def _sync_new_needed(top):
+    if _deferred_device is None:
+        return True
+    try:
+        return os.stat(top + b"/new").st_dev != _deferred_device
+    except OSError:
+        return True
 
 
 @dataclass(frozen=True)
@@ -123,7 +148,8 @@ def deliver_maildir(maildir, prefix, message, *, quota=None, quotatrash=False, a
         percent = maildirquota.check(top, quota, message_size(message), quotatrash)
     with maildirquota.delivering(top) if quota else nullcontext():
         try:
-            name, size = kernel.deliver(top, prefix, message, unique_host() if host is None else host)
+            name, size = kernel.deliver(top, prefix, message, unique_host() if host is None else host,
+                                        _sync_new_needed(top))
         except OSError as e:
             raise _maildir_error(top, e) from e
         if quota:

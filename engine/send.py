@@ -22,6 +22,8 @@ Test knob: PYQMAIL_RETRY_SCALE=N divides every retry interval by N (a
 documented short clock for tests; never set it in production).
 """
 
+import collections
+import concurrent.futures
 import heapq
 import math
 import os
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 
 from engine import bounce, compiled, conf, control, hier, qq, spawn
 from engine.arbiter import log
-from engine.todo import Rewriter, _safe
+from engine.todo import Rewriter, _safe, syncfs
 
 _scan = compiled.load("queuescan")
 LOCAL, REMOTE = 0, 1
@@ -141,6 +143,12 @@ class Scheduler:
         self.pq = ([], [])              # per channel: heap of (when, msgid)
         self.queued = (set(), set())    # ids in each heap or running, to avoid duplicates
         self.done = []                  # ids whose channel files are gone
+        self.reports = []               # (Delivery, letter, text) received, not yet applied
+        self.syncing = None             # reports waiting for the syncfs in flight
+        self.sync_thread = concurrent.futures.ThreadPoolExecutor(1, "syncfs")
+        self.synced_r, self.synced_w = os.pipe()
+        self.clean_waiting = collections.deque()  # (id, log line on success) sent to qmail-clean
+        self.queue_fd = None
         self.conns = ([], [])
         self.jobs = {}
         self.delid = 0
@@ -167,6 +175,7 @@ class Scheduler:
     def connect_clean(self):
         self.clean = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.clean.connect(self.paths["clean"])
+        self.sel.register(self.clean, selectors.EVENT_READ, ("clean", None))
 
     def accept_todo(self, listener):
         conn, _ = listener.accept()
@@ -310,7 +319,13 @@ class Scheduler:
         self.log_status()
 
     def mark_done(self, job, offset):
+        """Mark one recipient done (D), unflushed as in qmail: a lost mark means a second delivery.
+
+        The last recipient of a job is not marked: close_job unlinks the file next, and a crash
+        before that unlink repeats the delivery just as a lost mark would."""
         job.todo -= 1
+        if job.todo <= 0:
+            return
         path = hier.queue_file(self.queue, CHANNEL_DIRS[job.channel], job.msgid)
         try:
             fd = os.open(path, os.O_WRONLY)
@@ -366,10 +381,24 @@ class Scheduler:
             return False
         log(f"end msg {msgid}")
         os.unlink(hier.queue_file(q, "info", msgid))
-        self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
-        if self.clean.recv(1) != b"+":
-            log(f"warning: qmail-clean unable to clean up foop/{msgid}")
+        self.ask_clean(msgid, None)
         return True
+
+    def ask_clean(self, msgid, success_note):
+        """foop/<id> to qmail-clean without waiting: answers come in order and are read by on_clean."""
+        self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
+        self.clean_waiting.append((msgid, success_note))
+
+    def on_clean(self):
+        answers = self.clean.recv(4096)
+        if not answers:
+            raise ConnectionError("lost qmail-clean connection")
+        for answer in answers:
+            msgid, success_note = self.clean_waiting.popleft()
+            if answer != ord("+"):
+                log(f"warning: qmail-clean unable to clean up foop/{msgid}")
+            elif success_note:
+                log(success_note)
 
     def inject_bounce(self, msgid):
         path = hier.queue_file(self.queue, "bounce", msgid)
@@ -411,9 +440,7 @@ class Scheduler:
                 continue
             if any(os.path.exists(hier.queue_file(self.queue, k, msgid)) for k in ("info", "todo")):
                 continue
-            self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
-            if self.clean.recv(1) == b"+":
-                log(f"warning: removed ossified message {msgid}")
+            self.ask_clean(msgid, f"warning: removed ossified message {msgid}")
 
     # --- events -----------------------------------------------------------------------
     def on_pool(self, conn, now):
@@ -431,7 +458,44 @@ class Scheduler:
             if d is None:
                 log("warning: internal error: delivery report out of range")
                 continue
+            self.reports.append((d, letter, text))
+
+    def apply_reports(self, now):
+        """Apply the reports gathered so far, after one syncfs when a local delivery succeeded.
+
+        The local pool skips the fsync of new/ for Maildirs on the queue's file system
+        (engine.maildir.defer_new_sync): the syncfs makes those deliveries durable before any
+        of them is marked done. It runs in a thread so the scheduler keeps starting
+        deliveries meanwhile; reports arriving during one flush wait for the next, so a slow
+        flush covers a larger batch (group commit)."""
+        if not self.reports or self.syncing is not None:
+            return
+        reports, self.reports = self.reports, []
+        if any(letter == b"K" and d.job.channel == LOCAL for d, letter, _ in reports):
+            self.syncing = reports
+            self.sync_thread.submit(self.sync_queue_filesystem)
+            return
+        self.finish_reports(reports, now)
+
+    def finish_reports(self, reports, now):
+        for d, letter, text in reports:
             self.finish_one(d, letter, text, now)
+
+    def on_synced(self, now):
+        """The flush started by apply_reports is done: its reports can mark recipients done."""
+        os.read(self.synced_r, 4096)
+        reports, self.syncing = self.syncing, None
+        self.finish_reports(reports, now)
+
+    def sync_queue_filesystem(self):
+        """Runs in the sync thread; wakes the event loop through the synced pipe when done."""
+        try:
+            if self.queue_fd is None:
+                self.queue_fd = os.open(self.queue, os.O_RDONLY | os.O_DIRECTORY)
+            if not syncfs(self.queue_fd):
+                os.sync()
+        finally:
+            os.write(self.synced_w, b"s")
 
     def lost_pool(self, conn, now):
         self.sel.unregister(conn.sock)
@@ -487,6 +551,7 @@ class Scheduler:
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
         self.sel.register(wake_r, selectors.EVENT_READ, ("wake", None))
+        self.sel.register(self.synced_r, selectors.EVENT_READ, ("synced", None))
         self.sel.register(send_listener, selectors.EVENT_READ, ("listen", send_listener))
         self.connect_clean()
         self.scan_info()
@@ -494,6 +559,7 @@ class Scheduler:
         last_cleanup = 0.0
         while True:
             now = self.clock()
+            self.apply_reports(now)
             while self.signals:
                 s = self.signals.pop(0)
                 if s == signal.SIGHUP:
@@ -503,7 +569,8 @@ class Scheduler:
                 elif s == signal.SIGTERM:
                     self.exiting = True
                     self.log_status()
-            if self.exiting and not self.in_use(LOCAL) and not self.in_use(REMOTE):
+            if (self.exiting and not self.in_use(LOCAL) and not self.in_use(REMOTE)
+                    and not self.reports and self.syncing is None):
                 if self.todo_conn is not None:
                     self.todo_conn.sendall(b"X")
                 return 0
@@ -521,12 +588,16 @@ class Scheduler:
             timeout = self.timeout(now)
             for key, _ in self.sel.select(timeout):
                 kind, obj = key.data
-                if kind == "wake":
+                if kind == "synced":
+                    self.on_synced(self.clock())
+                elif kind == "wake":
                     os.read(wake_r, 4096)
                 elif kind == "pool":
                     self.on_pool(obj, self.clock())
                 elif kind == "todo":
                     self.on_todo()
+                elif kind == "clean":
+                    self.on_clean()
                 elif kind == "listen":
                     self.accept_todo(obj)
 

@@ -37,9 +37,14 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _syncfs = getattr(_libc, "syncfs", None)
 
 
+def syncfs(fd):
+    """syncfs(2) of the file system holding fd; False where the call is unavailable or fails."""
+    return _syncfs is not None and _syncfs(fd) == 0
+
+
 def sync_files(queue_fd, paths):
     """Make every written file durable: one syncfs, else fsync each."""
-    if _syncfs is not None and _syncfs(queue_fd) == 0:
+    if syncfs(queue_fd):
         return
     for p in paths:
         fd = os.open(p, os.O_RDONLY)

@@ -3,8 +3,10 @@
  * md_deliver: tmp/<name> created O_EXCL, prefix + message written with
  * writev (bytes) or copy_file_range (fd), fsync, then renamed into
  * new/<name>,S=<size> with RENAME_NOREPLACE (link + unlink where the file
- * system lacks it), then new/ fsynced so the entry itself is durable.
- * A file never appears in new/ before its data is on disk.
+ * system lacks it), then new/ fsynced so the entry itself is durable
+ * (unless syncnew is 0: the caller flushes the file system later, before
+ * it counts the delivery as done). A file never appears in new/ before
+ * its data is on disk.
  *
  * md_append_mbox: writes head + message to an mbox fd with ">From " quoting
  * (any line matching >*From gets one more '>'), a newline after an
@@ -150,7 +152,7 @@ static int sync_dir(const char *dir)
 }
 
 int md_deliver(const char *maildir, const char *prefix, size_t plen,
-               const char *body, size_t blen, int srcfd, const char *host,
+               const char *body, size_t blen, int srcfd, const char *host, int syncnew,
                char *name, size_t namecap, unsigned long long *size, int *step)
 {
     size_t cap = strlen(maildir) + namecap + 32;
@@ -182,6 +184,7 @@ int md_deliver(const char *maildir, const char *prefix, size_t plen,
         err = ENAMETOOLONG; *step = MD_STEP_NAME; goto fail;
     }
     if (move_to_new(tmp, new) == -1) { err = errno; *step = MD_STEP_LINK; name[nlen] = 0; goto fail; }
+    if (!syncnew) goto out;
     snprintf(new, cap, "%s/new", maildir);
     if (sync_dir(new) == -1) { err = errno; *step = MD_STEP_SYNCDIR; goto out; }
     goto out;

@@ -30,6 +30,39 @@ def listing(path, sub):
     return sorted(os.listdir(path / sub))
 
 
+def fsynced_paths(code, tmp_path):
+    """The files and directories a child Python fsyncs while running `code` (strace -y)."""
+    log = tmp_path / "strace.log"
+    subprocess.run(["strace", "-f", "-y", "-e", "trace=fsync", "-o", str(log), os.sys.executable, "-c", code],
+                   check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return re.findall(r"fsync\(\d+<([^>]*)>", log.read_text())
+
+
+@pytest.mark.parametrize("twin", ["_maildir_c", "_maildir_py"])
+@pytest.mark.parametrize("sync_new", [True, False])
+def test_kernel_fsyncs_new_only_when_asked(tmp_path, twin, sync_new):
+    md = new_maildir(tmp_path)
+    code = (f"from engine import {twin} as k; "
+            f"print(k.deliver({os.fsencode(md)!r}, b'P\\n', b'body\\n', b'h', {sync_new}))")
+    synced = fsynced_paths(code, tmp_path)
+    assert len(synced) == 1 + sync_new and synced[0].startswith(str(md / "tmp"))
+    assert (synced[1:] == [str(md / "new")]) if sync_new else True
+    assert len(listing(md, "new")) == 1
+
+
+def test_deferred_new_sync_only_on_the_named_file_system(tmp_path):
+    md = new_maildir(tmp_path)
+    dev = os.stat(md).st_dev
+    try:
+        maildir.defer_new_sync(dev)
+        assert not maildir._sync_new_needed(os.fsencode(md))
+        maildir.defer_new_sync(dev + 1)
+        assert maildir._sync_new_needed(os.fsencode(md))
+    finally:
+        maildir.defer_new_sync(None)
+    assert maildir._sync_new_needed(os.fsencode(md))
+
+
 @both("maildir")
 def test_kernel_writes_prefix_and_body_under_a_unique_name(k, tmp_path):
     md = new_maildir(tmp_path)

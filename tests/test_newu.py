@@ -170,3 +170,13 @@ def test_qmail_lspawn_uses_users_cdb(qmailhome):
     with pytest.raises(lspawn.Refusal) as e:
         lspawn.local_lookup(qmailhome, "joe")
     assert e.value.code == lspawn.QLX_CDB
+
+
+def test_qmail_lspawn_sees_a_rebuilt_users_cdb_at_once(qmailhome):
+    from engine import lspawn
+    assert newu(qmailhome, b"=joe:joe:507:100:/home/joe:::\n.\n").returncode == 0
+    assert lspawn.local_lookup(qmailhome, "joe").home == "/home/joe"
+    assert newu(qmailhome, b"=joe:joe:507:100:/home/moved:::\n.\n").returncode == 0
+    assert lspawn.local_lookup(qmailhome, "joe").home == "/home/moved"
+    os.unlink(users.path(qmailhome))
+    assert lspawn.users_cdb_lookup(qmailhome, "joe") is None
