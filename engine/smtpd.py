@@ -143,6 +143,7 @@ class Session:
         self.seenmail = False
         self.mailfrom = None
         self.rcpts = []
+        self.rcptcount = 0          # RCPTs past the relay check, refused later or not (qmail-smtpd's rcptcount)
         self.rbl_headers = []
         self.helo(self.remotehost)
 
@@ -156,7 +157,8 @@ class Session:
             self.out.clear()
             await self.writer.drain()
 
-    async def readline(self):
+    async def readline(self, strip_cr=True):
+        """The next line without its LF (and one CR before it unless strip_cr is false)."""
         await self.flush()
         try:
             line = await asyncio.wait_for(self.reader.readline(), self.timeout)
@@ -165,9 +167,10 @@ class Session:
             raise Closed("timeout")
         except (ConnectionError, ValueError):
             raise Closed("read error")
-        if not line:
-            raise Closed("client closed")
-        return line[:-1].rstrip(b"\r") if line.endswith(b"\n") else line
+        if not line.endswith(b"\n"):
+            raise Closed("client closed")  # commands.c: a line without its LF is never run
+        line = line[:-1]
+        return line[:-1] if strip_cr and line.endswith(b"\r") else line
 
     def line_with_me(self, code):
         return code + self.c.me.encode() + b" " + self.c.greeting.encode() + b"\r\n"
@@ -239,10 +242,10 @@ class Session:
         if self.errdisconnect:
             raise Closed("greeting refusal")
         while True:
-            verb, _ = _parser.split_command(await self.readline())
+            verb, _ = _parser.split_command(await self.readline(strip_cr=False))
             if verb == b"QUIT":
                 self.smtp_quit()
-            elif verb in (b"HELO", b"EHLO") and self.env.flag("421GREETING") and not is550:
+            elif verb in (b"HELO", b"EHLO") and self.env.flag("421GREETING"):
                 self.reply(R_421SEQ)
             else:
                 self.reply(R_BADSEQ)
@@ -254,7 +257,7 @@ class Session:
                     b"HELP": self.smtp_help, b"QUIT": self.smtp_quit, b"AUTH": self.smtp_auth,
                     b"STARTTLS": self.smtp_starttls}
         while True:
-            verb, arg = _parser.split_command(await self.readline())
+            verb, arg = _parser.split_command(await self.readline(strip_cr=False))
             handler = handlers.get(verb)
             if handler is None:
                 self.reply(R_UNIMPL)
@@ -369,6 +372,7 @@ class Session:
         self.seenmail = True
         self.mailfrom = addr
         self.rcpts = []
+        self.rcptcount = 0
         self.reply(b"250 ok\r\n")
 
     async def sender_check(self, addr):
@@ -403,7 +407,8 @@ class Session:
         elif not self.c.rcpthosts.allowed(addr, nolocal=self.env.flag("NOLOCAL")):
             return await self.reject(b"553 sorry, relaying denied from your location [" +
                                      self.remoteip.encode() + b"] (#5.7.1)\r\n")
-        count = len(self.rcpts) + 1
+        self.rcptcount += 1
+        count = self.rcptcount
         maxrcpt = self.env.number("MAXRCPTCOUNT", 0)
         if maxrcpt and count > maxrcpt:
             return await self.reject(R_MAXRCPT)
