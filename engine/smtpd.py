@@ -139,6 +139,8 @@ class Session:
         self.authorized = env.flag("AUTHORIZED")
         self.authuser = None
         self.errdisconnect = env.flag("SMTP550DISCONNECT")
+        # $SSLCERT (the path itself) replaces control/smtpcert; either one turns STARTTLS on
+        self.tlscert = env.get("SSLCERT") if env.flag("SSLCERT") else controls.smtpcert
         self.timeout = controls.timeout
         self.seenmail = False
         self.mailfrom = None
@@ -283,7 +285,7 @@ class Session:
             self.reply(b"250-SIZE %d\r\n" % self.databytes)
         if self.c.dataz:
             self.reply(b"250-DATAZ\r\n")
-        if not self.tls and self.c.smtpcert:
+        if not self.tls and self.tlscert:
             self.reply(b"250-STARTTLS\r\n")
         if self.auth_enabled and (not self.auth_needs_tls or self.tls):
             self.reply(b"250-AUTH LOGIN PLAIN\r\n")
@@ -584,14 +586,14 @@ class Session:
 
     # --- STARTTLS ---------------------------------------------------------------------
     async def smtp_starttls(self, arg):
-        if not self.c.smtpcert or self.tls:
+        if not self.tlscert or self.tls:
             self.reply(R_UNIMPL)
             return
         if arg:
             self.reply(R_TLSPARAM)
             return
         try:
-            ctx = self.s.tls_context(self.c)
+            ctx = self.s.tls_context(self.c, self.tlscert)
         except (OSError, ssl.SSLError):
             self.reply(R_TLSCTX)
             return

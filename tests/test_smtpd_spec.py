@@ -137,3 +137,45 @@ def test_partial_command_at_end_of_input_is_not_run(run):
     d.send("QUIT")
     p.sock.shutdown(socket.SHUT_WR)
     assert d.raw(2.0) == b""
+
+
+# ---------------------------------------------------------------------------------------------- 5.3.6 STARTTLS
+
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory):
+    from support.smtpserver import make_cert
+    return make_cert(str(tmp_path_factory.mktemp("cert")), ME)[2]
+
+
+def test_sslcert_alone_enables_starttls(smtpd, pem):
+    """2.2 smtpcert / 2.3 SSLCERT: $SSLCERT is the certificate path and turns STARTTLS on without control/smtpcert."""
+    import ssl
+    d = smtpd(SSLCERT=pem)
+    assert "250-STARTTLS" in d.cmd("EHLO client.test").split("\n")
+    assert d.cmd("STARTTLS") == "220 ready for tls"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    d.sock = ctx.wrap_socket(d.sock)
+    assert d.cmd("EHLO client.test").split("\n")[0] == f"250-{ME} "
+
+
+def test_empty_sslcert_turns_starttls_off(home, smtpd, pem):
+    """qmail-smtpd.c: a set but empty $SSLCERT replaces control/smtpcert too, so there is no STARTTLS."""
+    write(home, "smtpcert", pem + "\n")
+    d = smtpd(SSLCERT="")
+    assert "250-STARTTLS" not in d.cmd("EHLO client.test").split("\n")
+    assert d.cmd("STARTTLS") == "502 unimplemented (#5.5.1)"
+
+
+def test_starttls_handshake_in_the_program(home, smtpd, pem):
+    """5.3.6: qmail-smtpd run by tcpserver (connection on fd 0/1) completes the TLS handshake as the server."""
+    import ssl
+    write(home, "smtpcert", pem + "\n")
+    d = smtpd()
+    d.cmd("EHLO client.test")
+    assert d.cmd("STARTTLS") == "220 ready for tls"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    d.sock = ctx.wrap_socket(d.sock)
+    assert d.cmd("MAIL FROM:<a@remote.test>") == "250 ok"
+    assert d.cmd("QUIT") == f"221 {ME} Goodbye."
