@@ -7,6 +7,7 @@ answer matches when matchon is `any` or one returned address equals it.
 A match with action `addheader` (or with RBLONLYHEADER set) adds an
 `X-RBL:` header line and goes on; any other action rejects at MAIL FROM
 with the list's message. IPv6 clients are not checked, as in qmail-ldap.
+RETURNMXCHECK asks for the sender domain's MX hosts and their addresses.
 """
 
 from engine import qdns
@@ -64,14 +65,11 @@ async def check(session, ip, lines):
 
 
 async def mx_exists(domain):
-    """RETURNMXCHECK: True when the domain has an MX or an address, False when not, None on DNS trouble."""
-    resolver = qdns.make_resolver()
-    status, _ = await qdns.query(resolver, domain, "MX")
-    if status == 0:
-        return True
-    if status == qdns.DNS_SOFT:
+    """RETURNMXCHECK as badmxcheck(): True when the domain's MX hosts (or the domain itself when it has
+    no MX) have an address, False when not (also a null MX or no domain), None on DNS trouble."""
+    if not domain:
+        return False
+    status, ips = await qdns.dns_mxip(qdns.make_resolver(), domain)
+    if status == qdns.DNS_SOFT or (status == 1 and not ips):
         return None
-    status, _ = await qdns.dns_ip(resolver, domain)
-    if status == qdns.DNS_SOFT:
-        return None
-    return status == 0
+    return status == 0 and bool(ips)

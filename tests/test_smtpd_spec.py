@@ -179,3 +179,27 @@ def test_starttls_handshake_in_the_program(home, smtpd, pem):
     d.sock = ctx.wrap_socket(d.sock)
     assert d.cmd("MAIL FROM:<a@remote.test>") == "250 ok"
     assert d.cmd("QUIT") == f"221 {ME} Goodbye."
+
+
+# ---------------------------------------------------------------------------------------------- 5.3.2 RETURNMXCHECK
+
+@pytest.fixture(scope="module")
+def dns():
+    server = DnsServer(mx=[("good.test", "mail.good.test", 10), ("noaddr.test", "missing.noaddr.test", 10),
+                           ("softmx.test", "mx.elsewhere.invalid", 10)],
+                       hosts=[("mail.good.test", "192.0.2.5"), ("aonly.test", "192.0.2.6")]).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("sender,reply", [
+    ("a@good.test", "250 ok"),
+    ("a@aonly.test", "250 ok"),
+    ("a@nothing.test", "554 refused mailfrom because return MX does not exist"),
+    ("a@noaddr.test", "554 refused mailfrom because return MX does not exist"),
+    ("a@softmx.test", "421 DNS temporary failure at return MX check, try again later (#4.3.0)"),
+])
+def test_returnmxcheck_needs_an_address_for_the_mx(smtpd, dns, sender, reply):
+    """5.3.2 #12 (badmxcheck): the MX hosts must have addresses; MX hosts that all fail temporarily are a 421."""
+    d = smtpd(RETURNMXCHECK="", QMAIL_DNS_SERVER=dns.address)
+    assert d.cmd(f"MAIL FROM:<{sender}>") == reply
