@@ -10,16 +10,23 @@ with the list's message. IPv6 clients are not checked, as in qmail-ldap.
 RETURNMXCHECK asks for the sender domain's MX hosts and their addresses.
 """
 
+import re
+
 from engine import qdns
 
 
+_RBL_LINE = re.compile(r"[ \t]*([^ \t]+)[ \t]+([^ \t]+)[ \t]+([^ \t]+)[ \t]+(.*)", re.S)
+
+
 def parse_rbllist(lines):
-    """[(base, action, matchon, message)]; lines with fewer than four fields are skipped."""
+    """[(base, action, matchon, message)], the message verbatim (tabs kept); None when a line has
+    fewer than four fields (rblinit()'s parse error: qmail-smtpd then cannot read its controls)."""
     out = []
     for line in lines:
-        fields = line.replace("\t", " ").split(None, 3)
-        if len(fields) == 4:
-            out.append(tuple(fields))
+        fields = _RBL_LINE.fullmatch(line)
+        if fields is None:
+            return None
+        out.append(fields.groups())
     return out
 
 
@@ -46,14 +53,16 @@ async def listed(base, matchon, rev, resolver):
     return 1 if matchon == "any" or any(ip == matchon for ip, _ in addrs) else 0
 
 
-async def check(session, ip, lines):
-    """The message of the first rejecting list, or None; tagging lists add to session.rbl_headers."""
+async def check(session, ip, lists):
+    """The message of the first rejecting list, or None; tagging lists add to session.rbl_headers.
+
+    lists: parse_rbllist()'s result."""
     rev = reversed_ipv4(ip)
     if rev is None:
         return None
     resolver = qdns.make_resolver()
     only_header = session.env.flag("RBLONLYHEADER")
-    for base, action, matchon, message in parse_rbllist(lines):
+    for base, action, matchon, message in lists:
         if await listed(base, matchon, rev, resolver) != 1:
             continue
         if only_header or action == "addheader":

@@ -186,6 +186,9 @@ class Session:
     # --- session -----------------------------------------------------------------------
     async def run(self):
         try:
+            if self.env.flag("RBL") and self.c.rbllist is None:
+                self.reply(R_CONTROLS)  # rblinit() could not parse control/rbllist
+                raise Closed("bad rbllist")
             if self.env.flag("550GREETING") or self.env.flag("421GREETING"):
                 await self.restricted()
             else:

@@ -11,7 +11,7 @@ administrator's edit applies to the next connection, as with qmail-smtpd.
 import os
 import time
 
-from engine import cdb, control
+from engine import cdb, control, rbl
 
 CATCHALL = "catchall"
 DASH_EXT_LEVELS = 4
@@ -147,7 +147,7 @@ class Controls:
         self.relaymailfrom = _map("relaymailfrom", home)
         self.badrcptto = _map("badrcptto", home)
         self.goodmailaddr = _map("goodmailaddr", home)
-        self.rbllist = control.read_list("rbllist", [], home)
+        self.rbllist = rbl.parse_rbllist(control.read_list("rbllist", [], home))  # None: a malformed line
         self.signatures = control.read_list("signatures", None, home)
         self.rcpthosts = RcptHosts(home, self.me)
 

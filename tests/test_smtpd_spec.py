@@ -203,3 +203,29 @@ def test_returnmxcheck_needs_an_address_for_the_mx(smtpd, dns, sender, reply):
     """5.3.2 #12 (badmxcheck): the MX hosts must have addresses; MX hosts that all fail temporarily are a 421."""
     d = smtpd(RETURNMXCHECK="", QMAIL_DNS_SERVER=dns.address)
     assert d.cmd(f"MAIL FROM:<{sender}>") == reply
+
+
+# ---------------------------------------------------------------------------------------------- 5.9 RBL
+
+@pytest.fixture(scope="module")
+def rbldns():
+    server = DnsServer(hosts=[("7.2.0.192.reject.rbl.test", "127.0.0.2")]).start()
+    yield server
+    server.stop()
+
+
+def test_rbllist_message_keeps_its_tabs(home, smtpd, rbldns):
+    """2.2 rbllist / rbl.c: fields split on spaces or tabs, the message is the rest of the line verbatim."""
+    write(home, "rbllist", "reject.rbl.test\treject\tany\tListed\there, see  http://rbl.test/\n")
+    d = smtpd(RBL="", QMAIL_DNS_SERVER=rbldns.address)
+    assert d.cmd("MAIL FROM:<a@remote.test>") == ("553 sorry, your mailserver [192.0.2.7] is rejected by "
+                                                  "Listed\there, see  http://rbl.test/")
+
+
+def test_malformed_rbllist_is_a_control_error_with_rbl(home, run, rbldns):
+    """rbl.c rblinit(): a line without all four fields is a parse error; qmail-smtpd cannot read its controls."""
+    write(home, "rbllist", "reject.rbl.test reject any\n")
+    d = run({"RBL": "", "QMAIL_DNS_SERVER": rbldns.address}).dialogue()
+    assert d.read_reply() == "421 unable to read controls (#4.3.0)"
+    d = run({}).dialogue()  # without $RBL the file is not read
+    assert d.read_reply().startswith("220 ")
