@@ -229,3 +229,54 @@ def test_malformed_rbllist_is_a_control_error_with_rbl(home, run, rbldns):
     assert d.read_reply() == "421 unable to read controls (#4.3.0)"
     d = run({}).dialogue()  # without $RBL the file is not read
     assert d.read_reply().startswith("220 ")
+
+
+# ---------------------------------------------------------------------------------------------- 5.2 QMTP
+
+def netstring(b):
+    return b"%d:%s," % (len(b), b)
+
+
+def qmtp_replies(program, message, sender, rcpts):
+    s = program.sock
+    s.sendall(netstring(message) + netstring(sender) + netstring(b"".join(netstring(r) for r in rcpts)))
+    replies, data = [], b""
+    while len(replies) < len(rcpts):
+        chunk = s.recv(4096)
+        assert chunk, f"connection closed after {replies}"
+        data += chunk
+        while b":" in data:
+            n, rest = data.split(b":", 1)
+            if len(rest) < int(n) + 1:
+                break
+            replies.append(rest[:int(n)])
+            data = rest[int(n) + 1:]
+    return replies
+
+
+SIZE_TEXT = b"Dsorry, that message size exceeds my databytes limit (#5.3.4)"
+
+
+@pytest.mark.parametrize("value,limited", [("20", True), ("20k", True), ("", False), ("none", False)])
+def test_qmtp_databytes_environment_read_like_scan_ulong(home, run, value, limited):
+    """qmail-qmtpd.c: $DATABYTES is read with scan_ulong: leading digits, none = 0 = no limit."""
+    write(home, "databytes", "10\n")
+    [reply] = qmtp_replies(run({"DATABYTES": value}, "qmail-qmtpd"), b"\n" + b"x" * 30 + b"\n",
+                           b"a@remote.test", [b"u@example.test"])
+    assert (reply == SIZE_TEXT) is limited and (limited or reply.startswith(b"Kok "))
+
+
+def test_qmtp_size_text_wins_over_bad_sender(home, run):
+    """qmail-qmtpd.c: the databytes text replaces the unacceptable-sender text."""
+    [reply] = qmtp_replies(run({"DATABYTES": "5"}, "qmail-qmtpd"), b"\nlong enough body\n",
+                           b"x" * 1000, [b"u@example.test"])
+    assert reply == SIZE_TEXT
+
+
+def test_qmtp_recipient_with_nul_outside_rcpthosts(home, run):
+    """qmail-qmtpd.c: a NUL marks the recipient, but the rcpthosts check still runs and its refusal wins."""
+    replies = qmtp_replies(run({}, "qmail-qmtpd"), b"\nbody\n", b"a@remote.test",
+                           [b"u@exam\0ple.test", b"u\0x@example.test", b"u@example.test"])
+    assert replies[0] == b"Dsorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"
+    assert replies[1] == b"Dsorry, I can't handle that recipient (#5.1.3)"
+    assert replies[2].startswith(b"Kok ")
