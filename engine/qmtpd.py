@@ -22,6 +22,7 @@ from engine.smtpd import received_header
 from engine.smtpservices import Services
 
 LEN_MAX = 200000000
+SESSION_LIMIT = 3600  # qmail-qmtpd's alarm(3600): the whole connection, however many messages
 ADDR_MAX = 1000
 R_DOMAIN = b"66:Dsorry, that domain isn't in my list of allowed rcpthosts (#5.7.1),"
 R_RECIPIENT = b"46:Dsorry, I can't handle that recipient (#5.1.3),"
@@ -84,18 +85,23 @@ class Session:
 
     async def run(self):
         try:
-            while True:
-                try:
-                    length = await read_len(self.reader)
-                except asyncio.IncompleteReadError:
-                    return
-                if length == 0:
-                    raise ProtocolError("empty message")
-                await self.one_message(length)
-        except (ProtocolError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            async with asyncio.timeout(SESSION_LIMIT):
+                await self.messages()
+        except (ProtocolError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
+                TimeoutError):
             pass
         finally:
             self.writer.close()
+
+    async def messages(self):
+        while True:
+            try:
+                length = await read_len(self.reader)
+            except asyncio.IncompleteReadError:
+                return
+            if length == 0:
+                raise ProtocolError("empty message")
+            await self.one_message(length)
 
     async def one_message(self, length):
         raw = await self.reader.readexactly(length)

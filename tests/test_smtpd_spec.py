@@ -280,3 +280,23 @@ def test_qmtp_recipient_with_nul_outside_rcpthosts(home, run):
     assert replies[0] == b"Dsorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"
     assert replies[1] == b"Dsorry, I can't handle that recipient (#5.1.3)"
     assert replies[2].startswith(b"Kok ")
+
+
+def test_qmtp_connection_ends_after_the_alarm(home, monkeypatch):
+    """qmail-qmtpd.c alarm(3600): a connection ends after SESSION_LIMIT seconds in all (1 s here)."""
+    import asyncio
+    import time
+    from engine import qmtpd, smtppolicy
+    from engine.smtpservices import Services
+    monkeypatch.setattr(qmtpd, "SESSION_LIMIT", 1)
+    client, server = socket.socketpair()
+
+    async def serve():
+        reader, writer = await asyncio.open_unix_connection(sock=server)
+        await qmtpd.Session(reader, writer, {}, smtppolicy.Controls(home), Services(home)).run()
+    t = time.monotonic()
+    client.sendall(b"12")  # a length that never ends
+    asyncio.run(asyncio.wait_for(serve(), 10))
+    client.settimeout(5)
+    assert client.recv(10) == b"" and 0.9 < time.monotonic() - t < 5
+    client.close()
