@@ -550,14 +550,16 @@ class Session:
         initial = initial.lstrip(b" ")
         mech = mech.lower()
         try:
+            if initial == b"*" and mech in (b"login", b"plain"):
+                raise _Abort()
             if mech == b"login":
                 user = initial or await self.auth_prompt(b"334 VXNlcm5hbWU6\r\n")
                 password = await self.auth_prompt(b"334 UGFzc3dvcmQ6\r\n")
                 user, password = base64.b64decode(user, validate=True), base64.b64decode(password, validate=True)
             elif mech == b"plain":
                 blob = base64.b64decode(initial or await self.auth_prompt(b"334 \r\n"), validate=True)
-                parts = blob.split(b"\0")
-                if len(parts) != 3:
+                parts = blob.split(b"\0")  # [authzid] NUL authcid NUL password, which ends at a NUL
+                if len(parts) < 3:
                     return await self.reject(R_AUTHBAD)
                 user, password = parts[1], parts[2]
             else:

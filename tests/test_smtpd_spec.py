@@ -300,3 +300,23 @@ def test_qmtp_connection_ends_after_the_alarm(home, monkeypatch):
     client.settimeout(5)
     assert client.recv(10) == b"" and 0.9 < time.monotonic() - t < 5
     client.close()
+
+
+# ---------------------------------------------------------------------------------------------- 5.3.5 AUTH
+
+def b64(text):
+    import base64
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize("command", ["AUTH PLAIN *", "AUTH LOGIN *"])
+def test_auth_star_as_initial_response_aborts(smtpd, command):
+    """smtpcall.c: a `*` line, the initial response included, aborts the exchange."""
+    d = smtpd(SMTPAUTH="")
+    assert d.cmd(command) == "501 authentication exchange aborted. (#4.3.0)"
+
+
+def test_auth_plain_password_ends_at_its_nul(smtpd):
+    """auth_smtp.c: PLAIN's password runs to the next NUL or the end; more parts are no format error."""
+    d = smtpd(SMTPAUTH="")
+    assert d.cmd("AUTH PLAIN " + b64("\0user\0\0extra")) == "535 authentication failure"  # empty password
