@@ -316,7 +316,7 @@ class Session:
 
     # --- MAIL -------------------------------------------------------------------------
     def parse_address(self, arg):
-        addr = _parser.parse_addr(arg)
+        addr = _parser.parse_addr(arg, None)  # the length counts after the localiphost rewrite
         if addr is None:
             return None
         text = self.rewrite_ip_literal(addr.decode("utf-8", "surrogateescape"))

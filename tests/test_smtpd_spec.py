@@ -320,3 +320,14 @@ def test_auth_plain_password_ends_at_its_nul(smtpd):
     """auth_smtp.c: PLAIN's password runs to the next NUL or the end; more parts are no format error."""
     d = smtpd(SMTPAUTH="")
     assert d.cmd("AUTH PLAIN " + b64("\0user\0\0extra")) == "535 authentication failure"  # empty password
+
+
+# ---------------------------------------------------------------------------------------------- 5.3.1 addresses
+
+def test_address_length_is_checked_after_the_localiphost_rewrite(home, smtpd):
+    """addrparse(): `@[my ip]` becomes `@localiphost` first, then more than 900 bytes is a syntax error."""
+    write(home, "localiphost", "local.test\n")
+    d = smtpd()
+    assert d.cmd("MAIL FROM:<a@remote.test>") == "250 ok"
+    assert d.cmd("RCPT TO:<" + "x" * 888 + "@[127.0.0.1]>") == "250 ok"  # 900 bytes, 899 after the rewrite
+    assert d.cmd("RCPT TO:<" + "x" * 889 + "@[127.0.0.1]>") == "555 syntax error (#5.5.4)"
