@@ -560,23 +560,27 @@ class Session:
                 blob = base64.b64decode(initial or await self.auth_prompt(b"334 \r\n"), validate=True)
                 parts = blob.split(b"\0")  # [authzid] NUL authcid NUL password, which ends at a NUL
                 if len(parts) < 3:
-                    return await self.reject(R_AUTHBAD)
+                    return await self.auth_refused(R_AUTHBAD)
                 user, password = parts[1], parts[2]
             else:
                 return await self.reject(R_AUTHTYPE)
         except _Abort:
-            return await self.reject(R_AUTHABORT)
+            return await self.auth_refused(R_AUTHABORT)
         except ValueError:
-            return await self.reject(R_AUTHBAD)
+            return await self.auth_refused(R_AUTHBAD)
         kind, name = await self.s.authenticate(user.decode("utf-8", "surrogateescape"),
                                                password.decode("utf-8", "surrogateescape"))
         if kind == "K":
             self.authuser = name
             self.reply(R_AUTHOK)
             return
+        await self.auth_refused(R_AUTHFAIL if kind == "D" else R_AUTHTEMP)
+
+    async def auth_refused(self, line):
+        """Every 4xx/5xx result of the exchange, as qmail-smtpd sends auth_close()'s: after 1 s, then 4 s more."""
         await self.flush()
         await asyncio.sleep(AUTH_FAIL_DELAY)
-        self.reply(R_AUTHFAIL if kind == "D" else R_AUTHTEMP)
+        self.reply(line)
         await self.flush()
         await asyncio.sleep(AUTH_FAIL_EXTRA)
         if self.errdisconnect:

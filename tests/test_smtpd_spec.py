@@ -52,10 +52,10 @@ class Program:
     def stop(self):
         self.sock.close()
         try:
+            self.proc.wait(0.5)
+        except subprocess.TimeoutExpired:  # e.g. still sleeping after a refused AUTH
+            self.proc.terminate()
             self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture
@@ -331,3 +331,13 @@ def test_address_length_is_checked_after_the_localiphost_rewrite(home, smtpd):
     assert d.cmd("MAIL FROM:<a@remote.test>") == "250 ok"
     assert d.cmd("RCPT TO:<" + "x" * 888 + "@[127.0.0.1]>") == "250 ok"  # 900 bytes, 899 after the rewrite
     assert d.cmd("RCPT TO:<" + "x" * 889 + "@[127.0.0.1]>") == "555 syntax error (#5.5.4)"
+
+
+@pytest.mark.parametrize("command", ["AUTH PLAIN !!", "AUTH LOGIN *"])
+def test_auth_501_comes_after_the_failure_delay(smtpd, command):
+    """qmail-smtpd.c smtp_auth: every 4xx/5xx of auth_close(), 501s included, is sent after sleep(1)."""
+    import time
+    d = smtpd(SMTPAUTH="")
+    t = time.monotonic()
+    assert d.cmd(command).startswith("501 authentication exchange ")
+    assert time.monotonic() - t >= 0.9
