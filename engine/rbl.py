@@ -45,12 +45,12 @@ async def listed(base, matchon, rev, resolver):
     """1 listed, 0 not, 2 temporary DNS trouble (rbl_lookup)."""
     if not base:
         return 2
-    status, addrs = await qdns.dns_ip(resolver, rev + base)
+    status, answer = await qdns.query(resolver, rev + base, "A")  # A records only, as dns_ip() in rbl.c
     if status == qdns.DNS_SOFT:
         return 2
     if status != 0:
         return 0
-    return 1 if matchon == "any" or any(ip == matchon for ip, _ in addrs) else 0
+    return 1 if matchon == "any" or any(r.address == matchon for r in answer) else 0
 
 
 async def check(session, ip, lists):

@@ -209,7 +209,7 @@ def test_returnmxcheck_needs_an_address_for_the_mx(smtpd, dns, sender, reply):
 
 @pytest.fixture(scope="module")
 def rbldns():
-    server = DnsServer(hosts=[("7.2.0.192.reject.rbl.test", "127.0.0.2")]).start()
+    server = DnsServer(hosts=[("7.2.0.192.reject.rbl.test", "127.0.0.2"), ("7.2.0.192.v6.rbl.test", "::2")]).start()
     yield server
     server.stop()
 
@@ -341,3 +341,10 @@ def test_auth_501_comes_after_the_failure_delay(smtpd, command):
     t = time.monotonic()
     assert d.cmd(command).startswith("501 authentication exchange ")
     assert time.monotonic() - t >= 0.9
+
+
+def test_rbl_listing_is_an_a_record(home, smtpd, rbldns):
+    """rbl.c rbl_lookup(): only A records of d.c.b.a.<base> count; an AAAA answer is no listing."""
+    write(home, "rbllist", "v6.rbl.test reject any Listed by AAAA\n")
+    d = smtpd(RBL="", QMAIL_DNS_SERVER=rbldns.address)
+    assert d.cmd("MAIL FROM:<a@remote.test>") == "250 ok"
