@@ -348,3 +348,16 @@ def test_rbl_listing_is_an_a_record(home, smtpd, rbldns):
     write(home, "rbllist", "v6.rbl.test reject any Listed by AAAA\n")
     d = smtpd(RBL="", QMAIL_DNS_SERVER=rbldns.address)
     assert d.cmd("MAIL FROM:<a@remote.test>") == "250 ok"
+
+
+# ---------------------------------------------------------------------------------------------- 2.2 reload
+
+def test_listener_sees_a_control_edit_at_the_next_connection(home):
+    """2.2 reload semantics: qmail-smtpd reads its controls per connection, so an edit counts at once."""
+    from engine import smtppolicy
+    cache = smtppolicy.ControlCache(home)
+    assert cache.get().badmailfrom is None
+    write(home, "badmailfrom", "bad@spam.test\n")
+    assert "bad@spam.test" in cache.get().badmailfrom
+    write(home, "badmailfrom", "other@spam.test\n")  # same size, maybe the same second
+    assert "other@spam.test" in cache.get().badmailfrom
