@@ -45,7 +45,8 @@ def has_executable(message, signatures):
     boundaries = []
     in_header, first_body_line = True, False
     content, in_content, rfc822 = b"", False, False
-    for raw in message.split(b"\n"):
+    lines = message.split(b"\n")
+    for index, raw in enumerate(lines):
         line = raw[:LINE_MAX]
         if in_header:
             if line == b"":
@@ -74,7 +75,9 @@ def has_executable(message, signatures):
                 in_header = True
             continue
         if first_body_line:
-            if any(signature_matches(line, s) for s in sigs):
+            # the C code compares the line with its LF (within the 1024 bytes), so `*` can match the LF
+            full = (raw + b"\n")[:LINE_MAX] if index < len(lines) - 1 else line
+            if any(signature_matches(full, s) for s in sigs):
                 return True
             first_body_line = False
     return False

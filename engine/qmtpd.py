@@ -22,6 +22,7 @@ from engine.smtpd import received_header
 from engine.smtpservices import Services
 
 LEN_MAX = 200000000
+SESSION_LIMIT = 3600  # qmail-qmtpd's alarm(3600): the whole connection, however many messages
 ADDR_MAX = 1000
 R_DOMAIN = b"66:Dsorry, that domain isn't in my list of allowed rcpthosts (#5.7.1),"
 R_RECIPIENT = b"46:Dsorry, I can't handle that recipient (#5.1.3),"
@@ -79,22 +80,28 @@ class Session:
         self.reader, self.writer, self.env, self.c, self.s = reader, writer, env, controls, services
         self.relayclient = env.get("RELAYCLIENT")
         db = env.get("DATABYTES")
-        self.databytes = int(db) if db and db.isdigit() else controls.databytes
+        # scan_ulong: the leading digits, none at all = 0 = no limit
+        self.databytes = controls.databytes if db is None else int("0" + db[:len(db) - len(db.lstrip("0123456789"))])
 
     async def run(self):
         try:
-            while True:
-                try:
-                    length = await read_len(self.reader)
-                except asyncio.IncompleteReadError:
-                    return
-                if length == 0:
-                    raise ProtocolError("empty message")
-                await self.one_message(length)
-        except (ProtocolError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            async with asyncio.timeout(SESSION_LIMIT):
+                await self.messages()
+        except (ProtocolError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
+                TimeoutError):
             pass
         finally:
             self.writer.close()
+
+    async def messages(self):
+        while True:
+            try:
+                length = await read_len(self.reader)
+            except asyncio.IncompleteReadError:
+                return
+            if length == 0:
+                raise ProtocolError("empty message")
+            await self.one_message(length)
 
     async def one_message(self, length):
         raw = await self.reader.readexactly(length)
@@ -113,16 +120,15 @@ class Session:
         failures, accepted = [], []
         for r in rcpts:
             text = r.decode("utf-8", "surrogateescape")
-            if len(r) + len((self.relayclient or "").encode()) >= ADDR_MAX or b"\0" in r:
+            if len(r) + len((self.relayclient or "").encode()) >= ADDR_MAX:
                 failures.append("L")
-            elif self.relayclient is not None:
-                failures.append("")
-                accepted.append(text + self.relayclient)
-            elif not self.c.rcpthosts.allowed(text, nolocal="NOLOCAL" in self.env):
-                failures.append("D")
+            elif self.relayclient is None and not self.c.rcpthosts.allowed(text, nolocal="NOLOCAL" in self.env):
+                failures.append("D")  # checked for an address with NUL too: this refusal wins
+            elif b"\0" in r:
+                failures.append("N")
             else:
                 failures.append("")
-                accepted.append(text)
+                accepted.append(text if self.relayclient is None else text + self.relayclient)
         result = await self.result(body, sender, sender_ok, accepted)
         out = bytearray()
         for f in failures:
@@ -131,10 +137,10 @@ class Session:
         await self.writer.drain()
 
     async def result(self, body, sender, sender_ok, accepted):
+        if self.databytes and len(body) > self.databytes:
+            return T_SIZE  # qmail-qmtpd sets this text last: it wins over the sender's
         if not sender_ok:
             return T_SENDER
-        if self.databytes and len(body) > self.databytes:
-            return T_SIZE
         if not accepted:
             return ""  # only per-recipient refusals are sent
         env = self.env

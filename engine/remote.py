@@ -325,7 +325,7 @@ class _Session:
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(b"QUIT\r\n")
         text = prepend + self.partner.encode() + append + b".\n"
-        if self.ddc:
+        if self.ddc and prepend == b"K":  # qmail-remote reports the saving only for an accepted message
             total_in, total_out = self.ddc
             saved = 100 - int(100.0 * total_out / total_in)
             text += b"DDC saved " + (b"-" if saved < 0 else b" ") + str(abs(saved)).encode() + b" percent.\n"

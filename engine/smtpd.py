@@ -139,10 +139,13 @@ class Session:
         self.authorized = env.flag("AUTHORIZED")
         self.authuser = None
         self.errdisconnect = env.flag("SMTP550DISCONNECT")
+        # $SSLCERT (the path itself) replaces control/smtpcert; either one turns STARTTLS on
+        self.tlscert = env.get("SSLCERT") if env.flag("SSLCERT") else controls.smtpcert
         self.timeout = controls.timeout
         self.seenmail = False
         self.mailfrom = None
         self.rcpts = []
+        self.rcptcount = 0          # RCPTs past the relay check, refused later or not (qmail-smtpd's rcptcount)
         self.rbl_headers = []
         self.helo(self.remotehost)
 
@@ -156,7 +159,8 @@ class Session:
             self.out.clear()
             await self.writer.drain()
 
-    async def readline(self):
+    async def readline(self, strip_cr=True):
+        """The next line without its LF (and one CR before it unless strip_cr is false)."""
         await self.flush()
         try:
             line = await asyncio.wait_for(self.reader.readline(), self.timeout)
@@ -165,9 +169,10 @@ class Session:
             raise Closed("timeout")
         except (ConnectionError, ValueError):
             raise Closed("read error")
-        if not line:
-            raise Closed("client closed")
-        return line[:-1].rstrip(b"\r") if line.endswith(b"\n") else line
+        if not line.endswith(b"\n"):
+            raise Closed("client closed")  # commands.c: a line without its LF is never run
+        line = line[:-1]
+        return line[:-1] if strip_cr and line.endswith(b"\r") else line
 
     def line_with_me(self, code):
         return code + self.c.me.encode() + b" " + self.c.greeting.encode() + b"\r\n"
@@ -181,6 +186,9 @@ class Session:
     # --- session -----------------------------------------------------------------------
     async def run(self):
         try:
+            if self.env.flag("RBL") and self.c.rbllist is None:
+                self.reply(R_CONTROLS)  # rblinit() could not parse control/rbllist
+                raise Closed("bad rbllist")
             if self.env.flag("550GREETING") or self.env.flag("421GREETING"):
                 await self.restricted()
             else:
@@ -239,10 +247,10 @@ class Session:
         if self.errdisconnect:
             raise Closed("greeting refusal")
         while True:
-            verb, _ = _parser.split_command(await self.readline())
+            verb, _ = _parser.split_command(await self.readline(strip_cr=False))
             if verb == b"QUIT":
                 self.smtp_quit()
-            elif verb in (b"HELO", b"EHLO") and self.env.flag("421GREETING") and not is550:
+            elif verb in (b"HELO", b"EHLO") and self.env.flag("421GREETING"):
                 self.reply(R_421SEQ)
             else:
                 self.reply(R_BADSEQ)
@@ -254,7 +262,7 @@ class Session:
                     b"HELP": self.smtp_help, b"QUIT": self.smtp_quit, b"AUTH": self.smtp_auth,
                     b"STARTTLS": self.smtp_starttls}
         while True:
-            verb, arg = _parser.split_command(await self.readline())
+            verb, arg = _parser.split_command(await self.readline(strip_cr=False))
             handler = handlers.get(verb)
             if handler is None:
                 self.reply(R_UNIMPL)
@@ -280,7 +288,7 @@ class Session:
             self.reply(b"250-SIZE %d\r\n" % self.databytes)
         if self.c.dataz:
             self.reply(b"250-DATAZ\r\n")
-        if not self.tls and self.c.smtpcert:
+        if not self.tls and self.tlscert:
             self.reply(b"250-STARTTLS\r\n")
         if self.auth_enabled and (not self.auth_needs_tls or self.tls):
             self.reply(b"250-AUTH LOGIN PLAIN\r\n")
@@ -308,7 +316,7 @@ class Session:
 
     # --- MAIL -------------------------------------------------------------------------
     def parse_address(self, arg):
-        addr = _parser.parse_addr(arg)
+        addr = _parser.parse_addr(arg, None)  # the length counts after the localiphost rewrite
         if addr is None:
             return None
         text = self.rewrite_ip_literal(addr.decode("utf-8", "surrogateescape"))
@@ -369,6 +377,7 @@ class Session:
         self.seenmail = True
         self.mailfrom = addr
         self.rcpts = []
+        self.rcptcount = 0
         self.reply(b"250 ok\r\n")
 
     async def sender_check(self, addr):
@@ -403,7 +412,8 @@ class Session:
         elif not self.c.rcpthosts.allowed(addr, nolocal=self.env.flag("NOLOCAL")):
             return await self.reject(b"553 sorry, relaying denied from your location [" +
                                      self.remoteip.encode() + b"] (#5.7.1)\r\n")
-        count = len(self.rcpts) + 1
+        self.rcptcount += 1
+        count = self.rcptcount
         maxrcpt = self.env.number("MAXRCPTCOUNT", 0)
         if maxrcpt and count > maxrcpt:
             return await self.reject(R_MAXRCPT)
@@ -540,31 +550,37 @@ class Session:
         initial = initial.lstrip(b" ")
         mech = mech.lower()
         try:
+            if initial == b"*" and mech in (b"login", b"plain"):
+                raise _Abort()
             if mech == b"login":
                 user = initial or await self.auth_prompt(b"334 VXNlcm5hbWU6\r\n")
                 password = await self.auth_prompt(b"334 UGFzc3dvcmQ6\r\n")
                 user, password = base64.b64decode(user, validate=True), base64.b64decode(password, validate=True)
             elif mech == b"plain":
                 blob = base64.b64decode(initial or await self.auth_prompt(b"334 \r\n"), validate=True)
-                parts = blob.split(b"\0")
-                if len(parts) != 3:
-                    return await self.reject(R_AUTHBAD)
+                parts = blob.split(b"\0")  # [authzid] NUL authcid NUL password, which ends at a NUL
+                if len(parts) < 3:
+                    return await self.auth_refused(R_AUTHBAD)
                 user, password = parts[1], parts[2]
             else:
                 return await self.reject(R_AUTHTYPE)
         except _Abort:
-            return await self.reject(R_AUTHABORT)
+            return await self.auth_refused(R_AUTHABORT)
         except ValueError:
-            return await self.reject(R_AUTHBAD)
+            return await self.auth_refused(R_AUTHBAD)
         kind, name = await self.s.authenticate(user.decode("utf-8", "surrogateescape"),
                                                password.decode("utf-8", "surrogateescape"))
         if kind == "K":
             self.authuser = name
             self.reply(R_AUTHOK)
             return
+        await self.auth_refused(R_AUTHFAIL if kind == "D" else R_AUTHTEMP)
+
+    async def auth_refused(self, line):
+        """Every 4xx/5xx result of the exchange, as qmail-smtpd sends auth_close()'s: after 1 s, then 4 s more."""
         await self.flush()
         await asyncio.sleep(AUTH_FAIL_DELAY)
-        self.reply(R_AUTHFAIL if kind == "D" else R_AUTHTEMP)
+        self.reply(line)
         await self.flush()
         await asyncio.sleep(AUTH_FAIL_EXTRA)
         if self.errdisconnect:
@@ -579,14 +595,14 @@ class Session:
 
     # --- STARTTLS ---------------------------------------------------------------------
     async def smtp_starttls(self, arg):
-        if not self.c.smtpcert or self.tls:
+        if not self.tlscert or self.tls:
             self.reply(R_UNIMPL)
             return
         if arg:
             self.reply(R_TLSPARAM)
             return
         try:
-            ctx = self.s.tls_context(self.c)
+            ctx = self.s.tls_context(self.c, self.tlscert)
         except (OSError, ssl.SSLError):
             self.reply(R_TLSCTX)
             return

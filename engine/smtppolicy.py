@@ -4,14 +4,14 @@ Kept apart from the protocol (engine.smtpd). Controls are the ones
 qmail-smtpd's setup() reads (qmail-smtpd.c, rcpthosts.c); the environment
 switches (RELAYCLIENT, SANITYCHECK, RCPTCHECK, ...) come per connection from
 tcprules or tcpserver. A worker keeps one Controls snapshot and re-reads it
-when control/ changes (checked at most once a second) or on SIGHUP, so an
-administrator's edit applies to the next connection, as with qmail-smtpd.
+when a file in control/ changed (checked at every connection) or on SIGHUP, so
+an administrator's edit applies to the next connection, as with qmail-smtpd.
 """
 
 import os
 import time
 
-from engine import cdb, control
+from engine import cdb, control, rbl
 
 CATCHALL = "catchall"
 DASH_EXT_LEVELS = 4
@@ -147,33 +147,41 @@ class Controls:
         self.relaymailfrom = _map("relaymailfrom", home)
         self.badrcptto = _map("badrcptto", home)
         self.goodmailaddr = _map("goodmailaddr", home)
-        self.rbllist = control.read_list("rbllist", [], home)
+        self.rbllist = rbl.parse_rbllist(control.read_list("rbllist", [], home))  # None: a malformed line
         self.signatures = control.read_list("signatures", None, home)
         self.rcpthosts = RcptHosts(home, self.me)
 
 
 class ControlCache:
-    """One Controls per worker, re-read when control/ or a file in it changed (checked once a second)."""
+    """One Controls per worker, re-read when a file in control/ changed: checked at every connection
+    (a directory listing and a stat per file), as qmail-smtpd reads its controls per connection."""
+
+    RACY_NS = 50_000_000  # file times tick coarsely: a file changed this close to our read may change unseen
 
     def __init__(self, home):
         self.home = home
         self.current = None
         self.stamp = None
-        self.checked = 0.0
+        self.read_at = 0
 
     def _stamp(self):
         d = control.control_dir(self.home)
-        names = sorted(os.listdir(d))
-        return tuple((n, os.stat(os.path.join(d, n)).st_mtime_ns) for n in names)
+        stamp = []
+        for n in sorted(os.listdir(d)):
+            try:
+                st = os.stat(os.path.join(d, n))
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            stamp.append((n, st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(stamp)
 
     def get(self):
-        now = time.monotonic()
-        if self.current is None or now - self.checked >= 1.0:
-            self.checked = now
-            stamp = self._stamp()
-            if stamp != self.stamp or self.current is None:
-                self.current = Controls(self.home)
-                self.stamp = stamp
+        stamp = self._stamp()
+        racy = any(mtime >= self.read_at - self.RACY_NS for _, mtime, _, _ in stamp)
+        if stamp != self.stamp or self.current is None or racy:
+            self.read_at = time.time_ns()
+            self.current = Controls(self.home)
+            self.stamp = stamp
         return self.current
 
     def invalidate(self):

@@ -88,10 +88,10 @@ class Services:
         return execcheck.has_executable(message, signatures)
 
     # --- TLS ---------------------------------------------------------------------------
-    def tls_context(self, controls):
-        key = (controls.smtpcert, controls.tlsciphers)
+    def tls_context(self, controls, path):
+        """Server context for the PEM at `path` ($SSLCERT or control/smtpcert; relative to the qmail home)."""
+        key = (path, controls.tlsciphers)
         if key not in self._tls:
-            path = os.environ.get("SSLCERT") or controls.smtpcert
             if not os.path.isabs(path):
                 path = os.path.join(self.home, path)
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

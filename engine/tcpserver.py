@@ -189,9 +189,15 @@ def limits_for(home, service):
 
 async def stdio_streams():
     """Streams on fd 0/1: the socket tcpserver hands us, or two pipes (`sendmail -bs`)."""
-    if stat.S_ISSOCK(os.fstat(0).st_mode):
-        return await asyncio.open_connection(sock=socket.socket(fileno=os.dup(0)), limit=1 << 20)
     loop = asyncio.get_running_loop()
+    if stat.S_ISSOCK(os.fstat(0).st_mode):
+        # the server side of an accepted connection (not open_connection's client side), so STARTTLS
+        # upgrades it as a TLS server
+        reader = asyncio.StreamReader(limit=1 << 20)
+        connected = loop.create_future()
+        protocol = asyncio.StreamReaderProtocol(reader, lambda r, w: connected.set_result(w))
+        await loop.connect_accepted_socket(lambda: protocol, sock=socket.socket(fileno=os.dup(0)))
+        return reader, await connected
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(0), "rb", 0))
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,

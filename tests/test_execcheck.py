@@ -40,3 +40,9 @@ def test_nested_rfc822_and_multipart():
 
 def test_short_line_does_not_match_longer_signature():
     assert not has_executable(b"\nTVq\n", ["TVqQ"])
+
+
+def test_wildcard_matches_the_line_end():
+    """execcheck.c compares the line with its LF, so a `*` can stand for the line end."""
+    assert has_executable(b"Subject: x\n\nMZ\n", ["MZ*"])
+    assert not has_executable(b"Subject: x\n\nMZ\n", ["MZ**"])

@@ -482,6 +482,14 @@ def test_dataz_compresses_the_message(qmailhome, server):
                             b"Remote host said: 250 ok queued\n" % saved)
 
 
+def test_dataz_saving_reported_only_for_accepted_message(qmailhome, server):
+    """qmail-remote.c quit(): `DDC saved` is printed only after success (wantcomp becomes 2 with K)."""
+    s = server(dataz=True, replies={".": b"554 5.7.1 refused"})
+    route(qmailhome, f"ex.test:127.0.0.1:{s.port}")
+    result = deliver(qmailhome, "ex.test", [b"a@ex.test"], message=b"Subject: z\n\n" + b"line\n" * 100)
+    assert result.final == b"D127.0.0.1 failed after I sent the message.\nRemote host said: 554 5.7.1 refused\n"
+
+
 # ------------------------------------------------------------------------------------------ DNS
 
 def test_mx_preference_order(qmailhome, resolver, server, monkeypatch):
