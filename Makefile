@@ -12,6 +12,8 @@ SHELL     := /bin/bash
 DEBS := gcc python3-dev python3-venv libldap2-dev libsasl2-dev slapd ldap-utils tinycdb ucspi-tcp swaks daemontools \
         postfix dnsmasq-base openssl zlib1g-dev
 DEBS += $(shell cat tests/debian-packages.txt 2>/dev/null | sed 's/#.*//')
+# bench/suite.py (make bench, tests/test_bench_suite.py): Postfix's LDAP map and strace's file-operation count.
+DEBS += postfix-ldap strace
 
 .PHONY: all test debs venv build setup check bench bench-kernels run clean
 
@@ -55,7 +57,13 @@ check: build
 bench-kernels: build
 	$(PY) -m pytest bench -q -s -p no:cacheprovider
 
-bench: bench-kernels
+# Kernels, then our server against Postfix side by side (bench/suite.py; figures in bench/results/).
+bench: build
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q matplotlib
+	@start=$$(date +%s); \
+	$(PY) -m pytest bench -q -s -p no:cacheprovider && \
+	$(PY) bench/suite.py $(BENCHFLAGS) && \
+	echo "make bench: $$(( $$(date +%s) - start )) s in all"
 
 run: build
 	$(PY) -m engine.demo run
