@@ -71,14 +71,15 @@ DELIVERY_TIMEOUT = 600
 
 Scenario = collections.namedtuple("Scenario", "name size concurrency messages measure servers")
 
-# Full sizes: the issue asks for 20,000 x 4 KB and 2,000 x 100 KB; the 15-minute budget on 2 cores
-# at our ~150 deliveries/s (three servers, three runs each, plus warm-up) does not fit that, so
-# these are scaled down (README, "Scenarios").
+# Full sizes: the issue asks for 20,000 x 4 KB and 2,000 x 100 KB. At our ~150 deliveries/s that is
+# over 2 minutes per run, 20 minutes for three servers x three runs, beyond the 15-minute budget of
+# `make bench` on 2 cores; these counts keep every run long enough (10-30 s for us) for a stable rate
+# and the whole suite near 8 minutes (README, "Side by side with Postfix").
 FULL = [Scenario("accept 1 KB, C=1", 1024, 1, 500, "accept", ("ours", "postfix")),
         Scenario("accept 1 KB, C=8", 1024, 8, 500, "accept", ("ours", "postfix")),
         Scenario("accept 1 KB, C=32", 1024, 32, 500, "accept", ("ours", "postfix")),
-        Scenario("end-to-end 4 KB, C=16", 4096, 16, 2500, "delivered", ("ours", "postfix", "ours-assign")),
-        Scenario("end-to-end 100 KB, C=16", 100 * 1024, 16, 500, "delivered", ("ours", "postfix"))]
+        Scenario("end-to-end 4 KB, C=16", 4096, 16, 4000, "delivered", ("ours", "postfix", "ours-assign")),
+        Scenario("end-to-end 100 KB, C=16", 100 * 1024, 16, 800, "delivered", ("ours", "postfix"))]
 SMOKE = [Scenario("accept 1 KB, C=1", 1024, 1, 4, "accept", ("ours", "postfix")),
          Scenario("end-to-end 4 KB, C=2", 4096, 2, 6, "delivered", ("ours", "postfix", "ours-assign")),
          Scenario("end-to-end 100 KB, C=2", 100 * 1024, 2, 2, "delivered", ("ours", "postfix"))]
