@@ -173,19 +173,26 @@ class Mailboxes:
     def count(self, i):
         return len(os.listdir(os.path.join(self.root, f"u{i}", "new")))
 
-    def wait(self, sent, timeout):
-        """Wait until every user of `sent` (a Counter of user numbers) holds its new messages."""
+    def wait(self, order, timeout):
+        """Wait until every user in `order` (user numbers, one per accepted message) holds its new messages.
+
+        Users are checked in the order their last message was accepted, and each pass stops at
+        the first one still waiting: the queues deliver roughly first in, first out, so the
+        poller lists about one Maildir per message in all instead of every pending one per pass
+        (which would take CPU from the servers it measures)."""
+        sent = collections.Counter(order)
         want = {i: self.have[i] + n for i, n in sent.items()}
+        pending = collections.deque(list(dict.fromkeys(reversed(order)))[::-1])
         deadline = time.monotonic() + timeout
-        pending = set(want)
         while pending:
-            pending = {i for i in pending if self.count(i) < want[i]}
+            while pending and self.count(pending[0]) >= want[pending[0]]:
+                pending.popleft()
             if not pending:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{sum(want[i] - self.count(i) for i in pending)} messages not delivered "
                                    f"under {self.root} after {timeout} s")
-            time.sleep(0.05)
+            time.sleep(0.02)
         self.have.update(sent)
 
 
@@ -284,7 +291,7 @@ def run(server, scenario, recipients, seed, slapd_pid=None):
     latencies, errors = asyncio.run(load.drive(args, recipients, random.Random(seed), accepted))
     accept_s = time.perf_counter() - start
     try:
-        server.mailboxes.wait(collections.Counter(int(a[4:a.index("@")]) for a in accepted), DELIVERY_TIMEOUT)
+        server.mailboxes.wait([int(a[4:a.index("@")]) for a in accepted], DELIVERY_TIMEOUT)
         delivered_s = time.perf_counter() - start
         cpu = tree_cpu(server.pid) - cpu0
         directory_cpu = (tree_cpu(slapd_pid) - dir0) if slapd_pid else None
@@ -355,19 +362,37 @@ def count_file_ops(lines):
     return ops
 
 
+def wait_traced(pids, tracer, timeout=10):
+    """Until strace (`tracer`) has attached to every process of `pids` that still exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        untraced = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    untraced += f"TracerPid:\t{tracer}\n" not in f.read()
+            except FileNotFoundError:
+                pass
+        if not untraced:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"strace did not attach to {untraced} processes within {timeout} s")
+
+
 def file_ops(server, scenario, recipients, slapd_pid):
     """Attach strace to every process of the server's tree, run `scenario`, return operations per message."""
     if not shutil.which("strace"):
         return {"error": "strace not installed"}
     out = tempfile.mktemp(prefix=f"strace-{server.name}-", suffix=".txt")
     cmd = ["strace", "-f", "-qq", "-e", f"trace={TRACED}", "-e", "signal=none", "-o", out]
-    for p in tree(server.pid):
-        cmd += ["-p", str(p.pid)]
+    pids = [p.pid for p in tree(server.pid)]
+    for pid in pids:
+        cmd += ["-p", str(pid)]
     tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1.0)  # strace stops and attaches every thread before it writes anything
+        wait_traced(pids, tracer.pid)
         result = run(server, scenario, recipients, 4242, slapd_pid)
-        time.sleep(1.0)  # the queue's own clean-up after the last delivery
+        time.sleep(0.3)  # the last unlinks of the queue's clean-up
     finally:
         tracer.send_signal(signal.SIGINT)
         tracer.wait(30)
