@@ -421,31 +421,32 @@ def machine(where):
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
-def setup(base, users):
-    log(f"slapd with {users:,} generated users (slapadd)")
-    slapd, write_s, add_s = directory.loaded_slapd(os.path.join(base, "slapd"), users, domains=DOMAINS, home=None,
-                                                   store="u{i}/", quota=None)
-    log(f"LDIF {write_s:.1f} s, slapadd {add_s:.1f} s; creating {2 * users:,} Maildirs")
+def make_servers(base, users, slapd):
+    """The three servers, configured but not started, and every Maildir they deliver to."""
+    log(f"creating {2 * users:,} Maildirs")
     ours_mail = Mailboxes(os.path.join(base, "mail-ours"), users)
     postfix_mail = Mailboxes(os.path.join(base, "mail-postfix"), users, owner=MAILBOX_UID)
-    servers = {"ours": Ours("ours", base, ours_mail, users, slapd),
-               "ours-assign": Ours("ours-assign", base, ours_mail, users),
-               "postfix": Postfix(base, postfix_mail, users, slapd)}
-    return slapd, servers
+    return {"ours": Ours("ours", base, ours_mail, users, slapd),
+            "ours-assign": Ours("ours-assign", base, ours_mail, users),
+            "postfix": Postfix(base, postfix_mail, users, slapd)}
 
 
-def suite(base, scenarios, runs, users, warmup, ops_run):
+def suite(base, scenarios, runs, users, warmup, ops_run, disk_files):
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(base),
               "users": users, "runs": runs, "concurrency_local": CONCURRENCY,
               "command": " ".join(["bench/suite.py", *sys.argv[1:]])}
     log("disk ceiling (bench/disk.py)")
-    report["disk"] = disk.ceiling(base, files=200 if runs == 1 and users < 1000 else 1000)
-    slapd, servers = setup(base, users)
-    started = []
+    report["disk"] = disk.ceiling(base, files=disk_files)
+    log(f"slapd with {users:,} generated users (slapadd)")
+    slapd, write_s, add_s = directory.loaded_slapd(os.path.join(base, "slapd"), users, domains=DOMAINS, home=None,
+                                                   store="u{i}/", quota=None)
+    log(f"LDIF {write_s:.1f} s, slapadd {add_s:.1f} s")
+    servers = {}
     try:
+        servers = make_servers(base, users, slapd)
         for s in servers.values():
             log(f"starting {s.name}")
-            started.append(s.start())
+            s.start()
         recipients = [directory.address(i, DOMAINS) for i in range(users)]
         if warmup:
             for s in servers.values():
@@ -466,8 +467,8 @@ def suite(base, scenarios, runs, users, warmup, ops_run):
                 log(f"file operations per message, {name} (strace)")
                 report["file_ops"][name] = file_ops(servers[name], ops_run, recipients, slapd.proc.pid)
     finally:
-        for s in started:
-            s.stop()
+        for s in servers.values():
+            s.stop()  # harmless for one that never started
         slapd.stop()
     report["summary"] = summarize(report, scenarios)
     return report
@@ -593,7 +594,8 @@ def main(argv=None):
     os.chmod(base, 0o755)  # Postfix's virtual(8) runs as `nobody` and must reach its Maildirs
     t0 = time.monotonic()
     try:
-        report = suite(base, scenarios, runs, users, None if args.smoke else WARMUP, ops_run)
+        report = suite(base, scenarios, runs, users, None if args.smoke else WARMUP, ops_run,
+                       200 if args.smoke else 1000)
     finally:
         log("removing the work directory")
         shutil.rmtree(base, ignore_errors=True)
