@@ -470,6 +470,10 @@ def suite(base, scenarios, runs, users, warmup, ops_run, disk_files):
         for s in servers.values():
             s.stop()  # harmless for one that never started
         slapd.stop()
+    log("disk ceiling again, servers stopped")
+    after = disk.ceiling(base, files=disk_files)
+    report["disk"] = {"before": report["disk"], "after": after,
+                      "ceiling": max(report["disk"]["ceiling"], after["ceiling"])}
     report["summary"] = summarize(report, scenarios)
     return report
 
@@ -529,8 +533,10 @@ def markdown(report):
             else:
                 out.append(f"| {name} | " + " | ".join(str(ops[k]) for k in
                            ("creates", "renames", "links", "unlinks", "fsyncs", "mkdirs", "total")) + " |")
-    disk_rates = ", ".join(f"{k} {v:,.0f}/s" for k, v in report["disk"].items())
-    out += ["", f"Disk (create + write 4 KB + fsync + rename): {disk_rates}."]
+    d = report["disk"]
+    rates = "; ".join(f"{when} the runs " + ", ".join(f"{k} {v:,.0f}" for k, v in d[when].items() if k != "ceiling")
+                      for when in ("before", "after"))
+    out += ["", f"Disk, create + write 4 KB + fsync + rename, files/s: {rates}; ceiling {d['ceiling']:,.0f}."]
     return "\n".join(out) + "\n"
 
 
