@@ -14,6 +14,8 @@ DEBS := gcc python3-dev python3-venv libldap2-dev libsasl2-dev slapd ldap-utils 
 # strace: file-operation counts in tests/test_queue.py, tests/test_maildir.py and the benchmarks
 DEBS += strace
 DEBS += $(shell cat tests/debian-packages.txt 2>/dev/null | sed 's/#.*//')
+# bench/suite.py (make bench, tests/test_bench_suite.py): Postfix's LDAP map and strace's file-operation count.
+DEBS += postfix-ldap strace
 
 .PHONY: all test debs venv build setup check bench bench-kernels run clean
 
@@ -57,7 +59,13 @@ check: build
 bench-kernels: build
 	$(PY) -m pytest bench -q -s -p no:cacheprovider
 
-bench: bench-kernels
+# Kernels, then our server against Postfix side by side (bench/suite.py; figures in bench/results/).
+bench: build
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q matplotlib
+	@start=$$(date +%s); \
+	$(PY) -m pytest bench -q -s -p no:cacheprovider && \
+	$(PY) bench/suite.py $(BENCHFLAGS) && \
+	echo "make bench: $$(( $$(date +%s) - start )) s in all"
 
 # The demo needs no Debian package of its own: without slapd it says why and runs on users/assign.
 run:

@@ -5,46 +5,20 @@ Run: .venv/bin/python -m pytest bench/bench_ldap.py --benchmark-only
 """
 
 import itertools
-import os
 import random
-import sys
-import time
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-
-from engine import qldap  # noqa: E402
-from support.slapd import PEOPLE, Slapd, base_ldif, entry_ldif  # noqa: E402
+from directory import DOMAINS, address, loaded_slapd
+from engine import qldap
 
 USERS = 100_000
-DOMAINS = 50
-
-
-def user_ldif(i):
-    dom = f"dom{i % DOMAINS}.example"
-    return entry_ldif(f"uid=u{i},{PEOPLE}", {
-        "objectClass": ["top", "person", "organizationalPerson", "inetOrgPerson", "qmailUser"],
-        "uid": f"u{i}", "cn": f"u{i}", "sn": f"u{i}", "mail": f"user{i}@{dom}",
-        "mailAlternateAddress": f"alias{i}@{dom}", "homeDirectory": f"/home/u{i}",
-        "mailMessageStore": "./Maildir/", "qmailUID": 1000 + i % 60000, "qmailGID": 1000,
-        "mailQuotaSize": 100000000})
 
 
 @pytest.fixture(scope="module")
 def big_slapd(tmp_path_factory):
-    server = Slapd(str(tmp_path_factory.mktemp("bench-slapd")))
-    server.setup()
-    path = os.path.join(server.directory, "users.ldif")
-    t0 = time.monotonic()
-    with open(path, "w") as f:
-        f.write(base_ldif(server.suffix))
-        f.writelines(user_ldif(i) for i in range(USERS))
-    t1 = time.monotonic()
-    server.slapadd(path)
-    t2 = time.monotonic()
-    print(f"\n{USERS} users: LDIF written in {t1 - t0:.1f} s, slapadd -q in {t2 - t1:.1f} s")
-    server.start()
+    server, write_s, slapadd_s = loaded_slapd(str(tmp_path_factory.mktemp("bench-slapd")), USERS)
+    print(f"\n{USERS} users: LDIF written in {write_s:.1f} s, slapadd -q in {slapadd_s:.1f} s")
     try:
         yield server
     finally:
@@ -62,8 +36,7 @@ def directory(big_slapd):
 def addresses(kind):
     rnd = random.Random(7)
     while True:
-        i = rnd.randrange(USERS)
-        yield f"{kind}{i}@dom{i % DOMAINS}.example"
+        yield address(rnd.randrange(USERS), DOMAINS, kind)
 
 
 def test_lookup_exact_mail(benchmark, directory):

@@ -53,6 +53,10 @@ def report(request):
     with capture.global_and_fixture_disabled():
         for key in sorted(_results):
             print(f"\n{key}: {_results[key]}")
+        for size in sorted(SIZES):
+            c, py = _results.get(f"c {size} messages/s"), _results.get(f"py {size} messages/s")
+            if c and py:
+                print(f"Maildir delivery {size}: compiled {c}/s, pure {py}/s; speedup {c / py:.2f}x")
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))

@@ -58,7 +58,7 @@ def make_body(size, seq):
     return body.encode()
 
 
-async def session(args, recipients, budget, latencies, errors, counter):
+async def session(args, recipients, budget, latencies, errors, counter, rng=random, accepted=None):
     try:
         reader, writer = await asyncio.open_connection(args.host, args.port)
     except OSError as e:
@@ -71,7 +71,7 @@ async def session(args, recipients, budget, latencies, errors, counter):
             seq = counter.pop() if counter else None
             if seq is None:
                 break
-            rcpt = random.choice(recipients)
+            rcpt = rng.choice(recipients)
             await command(reader, writer, b"MAIL FROM:<load@bench.example>\r\n", 2)
             await command(reader, writer, f"RCPT TO:<{rcpt}>\r\n".encode(), 2)
             await command(reader, writer, b"DATA\r\n", 3)
@@ -82,6 +82,8 @@ async def session(args, recipients, budget, latencies, errors, counter):
                 errors.append(f"DATA: {text}")
             else:
                 latencies.append(time.perf_counter() - start)
+                if accepted is not None:
+                    accepted.append(rcpt)
         writer.write(b"QUIT\r\n")
         await writer.drain()
     except (OSError, SMTPError) as e:
@@ -90,14 +92,18 @@ async def session(args, recipients, budget, latencies, errors, counter):
         writer.close()
 
 
-async def drive(args, recipients):
+async def drive(args, recipients, rng=random, accepted=None):
+    """Send args.messages messages; returns (end-of-DATA latencies, errors).
+
+    Recipients are drawn from `rng` one per message, so a seeded rng gives every
+    server the same recipients; accepted ones are appended to `accepted`."""
     latencies, errors = [], []
     counter = list(range(args.messages, 0, -1))
     sem = asyncio.Semaphore(args.concurrency)
 
     async def one():
         async with sem:
-            await session(args, recipients, args.per_session, latencies, errors, counter)
+            await session(args, recipients, args.per_session, latencies, errors, counter, rng, accepted)
 
     sessions = -(-args.messages // args.per_session)
     await asyncio.gather(*(one() for _ in range(sessions)))
