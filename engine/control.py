@@ -17,6 +17,7 @@ qmail silently used the default.
 
 import errno
 import os
+import sys
 from dataclasses import dataclass
 
 from engine import conf
@@ -79,11 +80,29 @@ def _number(p, default, limit):
         return default
     digits = len(line) - len(line.lstrip("0123456789"))
     if digits == 0:
-        raise ControlError(f"{p}: line 1: not a number: {line!r}")
+        _warn_once(f"{p}: line 1: not a number: {line!r}; using the default")
+        return default  # control_readint: unparsable text leaves the default
     number = int(line[:digits])
     if number > limit:
         raise ControlError(f"{p}: line 1: number too large: {line[:digits]}")
     return number
+
+
+def has_number(p):
+    """Whether the file's first line starts with a digit (else an int control leaves its default)."""
+    line = _line(p, "")
+    return line[:1] != "" and line[:1] in "0123456789"
+
+
+_warned = set()
+
+
+def _warn_once(text):
+    """One log line per distinct complaint: listeners re-read control/ on every connection."""
+    if text not in _warned:
+        _warned.add(text)
+        sys.stderr.write(f"warning: {text}\n")
+        sys.stderr.flush()
 
 
 def _int(p, default):
@@ -110,7 +129,8 @@ def read_list(name, default=None, home=None):
 
 
 def read_int(name, default, home=None):
-    """Decimal int (leading digits, like scan_ulong); `default` when missing; above INT_MAX is an error."""
+    """Decimal int (leading digits, like scan_ulong); `default` when missing or without a leading
+    digit (logged once, as qmail silently did); above INT_MAX is an error."""
     return _int(path(name, home), default)
 
 

@@ -95,10 +95,18 @@ def _shown_default(entry, ctx):
     return "" if d is None else str(d)
 
 
+def _leaves_default(entry, ctx):
+    """Missing, or a number without a leading digit: qmail-showctl says (Default.) for both."""
+    p = entry.path(ctx.home)
+    if not os.path.exists(p):
+        return True
+    return entry.type in ("int", "ulong") and not control.has_number(p)
+
+
 def show_scalar(entry, ctx):
     """line, int, ulong: one line."""
     pre, post = _fill(entry.pre, ctx), entry.post
-    if not os.path.exists(entry.path(ctx.home)):
+    if _leaves_default(entry, ctx):
         return [f"(Default.) {pre}{safe(_shown_default(entry, ctx))}{post}."]
     return [f"{pre}{safe(str(control.value(entry.name, ctx.home)))}{post}."]
 

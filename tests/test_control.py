@@ -85,10 +85,12 @@ def test_int_is_the_leading_digits(qmailhome, text, value):
 
 
 @pytest.mark.parametrize("text", [b"abc\n", b" 5\n", b"-5\n", b"\n", b""])
-def test_int_without_leading_digit_names_file_and_line(qmailhome, text):
+def test_int_without_leading_digit_leaves_the_default_and_warns_once(qmailhome, text, capsys):
     write(qmailhome, "concurrencyremote", text)
-    with pytest.raises(ControlError, match=r"control/concurrencyremote: line 1: not a number"):
-        control.read_int("concurrencyremote", 20, qmailhome)
+    assert control.read_int("concurrencyremote", 20, qmailhome) == 20
+    assert control.read_int("concurrencyremote", 20, qmailhome) == 20
+    err = capsys.readouterr().err
+    assert err.count("control/concurrencyremote: line 1: not a number") == 1
 
 
 def test_int_above_int_max_is_an_error(qmailhome):
@@ -219,6 +221,8 @@ def test_registry_value_reads_by_type(qmailhome):
     assert control.value("databytes", qmailhome) == 5000000
     assert control.value("custombouncetext", qmailhome) == b"raw\n\n"
     write(qmailhome, "ldaptimeout", b"soon\n")
+    assert control.value("ldaptimeout", qmailhome) == control.default("ldaptimeout", qmailhome)
+    write(qmailhome, "ldaptimeout", b"%d\n" % (INT_MAX + 1))
     with pytest.raises(ControlError, match="ldaptimeout: line 1"):
         control.value("ldaptimeout", qmailhome)
 
