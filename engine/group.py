@@ -289,13 +289,8 @@ def blast(recipients, message, dtline, envelope_sender, env):
         raise Fatal(100, FATAL + "no recipients found in this group.")
     enc = lambda s: s.encode("utf-8", "surrogateescape")  # noqa: E731
     try:
-        with qq.Queue(env) as q:
-            q.put(dtline + b"Precedence: bulk\n")
-            q.put(message.data)
-            q.sender(enc(envelope_sender))
-            for r in recipients:
-                q.to(enc(r))
-            result, qp = q.close(), q.qp
+        result, qp = qq.submit_with_qp([dtline + b"Precedence: bulk\n", message.data], enc(envelope_sender),
+                                       [enc(r) for r in recipients], env=env)
     except OSError as e:
         raise Fatal(111, f"{FATAL}Unable to fork: {e.strerror}") from None
     if result:

@@ -268,9 +268,16 @@ def submit(message, sender, recipients, env=None, home=None):
 
     Raises OSError when the queue program cannot be started at all.
     """
+    return submit_with_qp(message, sender, recipients, env, home)[0]
+
+
+def submit_with_qp(message, sender, recipients, env=None, home=None):
+    """submit(), also returning the queue program's pid (the "qp" programs log); `message` may
+    be bytes or a list of byte strings written in order."""
     with Queue(env, home) as qq:
-        qq.put(message)
+        for chunk in ([message] if isinstance(message, (bytes, bytearray, memoryview)) else message):
+            qq.put(chunk)
         qq.sender(sender)
         for rcpt in recipients:
             qq.to(rcpt)
-        return qq.close()
+        return qq.close(), qq.qp

@@ -287,12 +287,7 @@ class Secretary:
 
     def send(self, mail, envelope_sender, recipients, what):
         try:
-            with qq.Queue() as q:
-                q.put(mail)
-                q.sender(enc(envelope_sender))
-                for r in recipients:
-                    q.to(enc(r))
-                result, qp = q.close(), q.qp
+            result, qp = qq.submit_with_qp(mail, enc(envelope_sender), [enc(r) for r in recipients])
         except OSError as e:
             raise Fatal(111, f"{FATAL}Unable to fork: {e.strerror}") from None
         if result:
