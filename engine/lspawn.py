@@ -61,8 +61,8 @@ QLX_TEXT = {
     168: b"DPermanent error in automatic homedir creation. (#5.3.0)",
     169: b"ZAutomatic homedir creator crashed (#4.3.0)",
 }
-UID_HELPERS = 4
-DUPEALIAS_USER = "dupealias"  # persistent per-uid children kept by one root worker
+UID_HELPERS = 4  # persistent per-uid children kept by one root worker
+DUPEALIAS_USER = "dupealias"  # DUPEALIAS: the passwd user that gets addresses on several entries
 
 
 class Refusal(Exception):
