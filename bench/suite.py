@@ -79,7 +79,7 @@ FULL = [Scenario("accept 1 KB, C=1", 1024, 1, 500, "accept", ("ours", "postfix")
         Scenario("accept 1 KB, C=8", 1024, 8, 500, "accept", ("ours", "postfix")),
         Scenario("accept 1 KB, C=32", 1024, 32, 500, "accept", ("ours", "postfix")),
         Scenario("end-to-end 4 KB, C=16", 4096, 16, 4000, "delivered", ("ours", "postfix", "ours-assign")),
-        Scenario("end-to-end 100 KB, C=16", 100 * 1024, 16, 800, "delivered", ("ours", "postfix"))]
+        Scenario("end-to-end 100 KB, C=16", 100 * 1024, 16, 2000, "delivered", ("ours", "postfix"))]
 SMOKE = [Scenario("accept 1 KB, C=1", 1024, 1, 4, "accept", ("ours", "postfix")),
          Scenario("end-to-end 4 KB, C=2", 4096, 2, 6, "delivered", ("ours", "postfix", "ours-assign")),
          Scenario("end-to-end 100 KB, C=2", 100 * 1024, 2, 2, "delivered", ("ours", "postfix"))]
