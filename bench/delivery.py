@@ -22,6 +22,7 @@ import psutil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+import load  # noqa: E402  (bench/ is the script's directory)
 from engine import queue  # noqa: E402
 from support.master import Master  # noqa: E402
 from support.qmailhome import make_qmailhome  # noqa: E402
@@ -35,14 +36,7 @@ def count(maildirs):
 
 
 def tree_cpu(proc):
-    total = 0.0
-    for p in [proc] + proc.children(recursive=True):
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            pass
-    return total
+    return load.cpu_seconds([proc] + proc.children(recursive=True))
 
 
 def run(size, concurrency, pure, messages):

@@ -119,25 +119,12 @@ def tree(pid):
 
 
 def tree_cpu(pid):
-    """CPU seconds of the tree, exited children included (the parents' children_* times)."""
-    total = 0.0
-    for p in tree(pid):
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            pass
-    return total
+    """CPU seconds of the tree, exited children included (load.py's counting)."""
+    return load.cpu_seconds(tree(pid))
 
 
 def tree_rss(pid):
-    total = 0
-    for p in tree(pid):
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
+    return load.peak_rss(tree(pid))
 
 
 class RssSampler(threading.Thread):
