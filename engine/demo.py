@@ -90,7 +90,7 @@ def user_home(base, user):
 
 # --- the directory -----------------------------------------------------------------
 
-def sample_ldif(slapd, base):
+def sample_ldif(base):
     """The sample entries as LDIF for slapadd (homes created here; Maildirs appear on first delivery)."""
     out = []
     for local, attrs, _ in SAMPLE_USERS:
@@ -127,7 +127,7 @@ def start_directory(base, home):
     directory = os.path.join(base, "ldap")
     stop_stale(directory)
     try:
-        server = slapd.make_instance(directory, None, sample_ldif(slapd, base))
+        server = slapd.make_instance(directory, None, sample_ldif(base))
         server.start(detach=True)  # its own session: Ctrl-C reaches the master, we stop slapd after it
     except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
         return _no_directory(home, f"slapd did not start: {e}")
