@@ -13,25 +13,19 @@ from engine import cdb, compiled
 
 KEYS = 100_000
 PROBES = 1_000
-_means = {}
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory, request):
+def database(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("cdb") / "big.cdb")
     cdb.create(path, ((b"host%06d.example.com" % i, b"") for i in range(KEYS)))
     rng = random.Random(7)
     probes = [b"host%06d.example.com" % rng.randrange(KEYS * 2) for _ in range(PROBES)]
-    yield path, probes
-    if len(_means) == 2:
-        capture = request.config.pluginmanager.get_plugin("capturemanager")
-        with capture.global_and_fixture_disabled():
-            print(f"\ncdb look-ups: compiled {_means['c'] * 1e9 / PROBES:.0f} ns, "
-                  f"pure {_means['py'] * 1e9 / PROBES:.0f} ns per key; speedup {_means['py'] / _means['c']:.1f}x")
+    return path, probes
 
 
 @pytest.mark.parametrize("twin", sorted(compiled.variants("cdb")))
-def test_lookups(benchmark, database, twin):
+def test_lookups(benchmark, database, speedups, twin):
     path, probes = database
     kernel = compiled.variants("cdb")[twin]
     with cdb.Cdb(path) as db:
@@ -42,4 +36,4 @@ def test_lookups(benchmark, database, twin):
 
         hits = benchmark(run)
     assert 0 < hits < PROBES
-    _means[twin] = benchmark.stats.stats.mean
+    speedups.record(benchmark, "cdb look-ups", twin, lambda mean: f"{mean * 1e9 / PROBES:.0f} ns per key")

@@ -53,21 +53,17 @@ def report(request):
     with capture.global_and_fixture_disabled():
         for key in sorted(_results):
             print(f"\n{key}: {_results[key]}")
-        for size in sorted(SIZES):
-            c, py = _results.get(f"c {size} messages/s"), _results.get(f"py {size} messages/s")
-            if c and py:
-                print(f"Maildir delivery {size}: compiled {c}/s, pure {py}/s; speedup {c / py:.2f}x")
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("twin", sorted(compiled.variants("maildir")))
-def test_maildir_delivery(benchmark, tmp_path, report, twin, size):
+def test_maildir_delivery(benchmark, tmp_path, report, speedups, twin, size):
     kernel = compiled.variants("maildir")[twin]
     md = tmp_path / "Maildir"
     maildir.make_maildir(str(md))
     body = b"x" * SIZES[size]
     top = os.fsencode(md)
     benchmark.pedantic(kernel.deliver, args=(top, PREFIX, body, b"bench"), rounds=300, warmup_rounds=5)
-    report[f"{twin} {size} messages/s"] = round(1 / benchmark.stats.stats.mean)
+    speedups.record(benchmark, f"Maildir delivery {size}", twin, lambda mean: f"{1 / mean:,.0f} messages/s")
     report[f"{twin} file operations per message"] = count_ops(str(md), twin)
     assert len(os.listdir(md / "new")) >= 300

@@ -20,11 +20,10 @@ RECORD_FILES = 10_000
 KINDS = ("todo", "info", "local", "remote")
 RECORDS = b"Tjoe@example.org\0Dann@example.org\0Tbob@example.net\0"
 TWINS = compiled.variants("queuescan")
-_means = {}
 
 
 @pytest.fixture(scope="module")
-def big_queue(tmp_path_factory, request):
+def big_queue(tmp_path_factory):
     home = make_qmailhome(str(tmp_path_factory.mktemp("bigq") / "qmail"))
     q = os.path.join(home, "queue")
     for kind in KINDS:
@@ -37,47 +36,40 @@ def big_queue(tmp_path_factory, request):
         for i in range(ENTRIES):
             msgid = 1_000_000 + i
             os.link(sources[msgid % conf.SPLIT], f"{q}/{kind}/{msgid % conf.SPLIT}/{msgid}")
-    yield q
-    _print_speedups(request)
+    return q
 
 
-def _print_speedups(request):
-    lines = [f"  {what}: compiled {_means[what, 'c'] * 1e3:.1f} ms, pure {_means[what, 'py'] * 1e3:.1f} ms, "
-             f"speedup {_means[what, 'py'] / _means[what, 'c']:.1f}x"
-             for what in dict.fromkeys(w for w, _ in _means) if (what, "c") in _means and (what, "py") in _means]
-    if lines:
-        capture = request.config.pluginmanager.get_plugin("capturemanager")
-        with capture.global_and_fixture_disabled():
-            print(f"\nqueue scanning, {ENTRIES} entries per directory:\n" + "\n".join(lines))
+def milliseconds(mean):
+    return f"{mean * 1e3:.1f} ms"
 
 
 @pytest.mark.parametrize("twin", sorted(TWINS))
-def test_scan_todo(benchmark, big_queue, twin):
+def test_scan_todo(benchmark, big_queue, speedups, twin):
     k = TWINS[twin]
     assert len(benchmark(k.scan_todo, big_queue)) == ENTRIES
-    _means["scan_todo", twin] = benchmark.stats.stats.mean
+    speedups.record(benchmark, f"scan_todo, {ENTRIES:,} entries", twin, milliseconds)
 
 
 @pytest.mark.parametrize("twin", sorted(TWINS))
-def test_scan_info_local_remote(benchmark, big_queue, twin):
+def test_scan_info_local_remote(benchmark, big_queue, speedups, twin):
     k = TWINS[twin]
     found = benchmark(lambda: [k.scan_split(big_queue, kind) for kind in ("info", "local", "remote")])
     assert [len(ids) for ids in found] == [ENTRIES] * 3
-    _means["scan info+local+remote", twin] = benchmark.stats.stats.mean
+    speedups.record(benchmark, f"scan info+local+remote, {ENTRIES:,} entries each", twin, milliseconds)
 
 
 @pytest.mark.parametrize("twin", sorted(TWINS))
-def test_read_records_of_local_files(benchmark, big_queue, twin):
+def test_read_records_of_local_files(benchmark, big_queue, speedups, twin):
     k = TWINS[twin]
     paths = [f"{big_queue}/local/{msgid % conf.SPLIT}/{msgid}" for msgid in range(1_000_000, 1_000_000 + RECORD_FILES)]
     found = benchmark(lambda: [k.read_records(p) for p in paths])
     assert found[0] == [b"Tjoe@example.org", b"Dann@example.org", b"Tbob@example.net"]
-    _means[f"read_records x{RECORD_FILES}", twin] = benchmark.stats.stats.mean
+    speedups.record(benchmark, f"read_records x{RECORD_FILES}", twin, milliseconds)
 
 
 @pytest.mark.parametrize("twin", sorted(TWINS))
-def test_parse_records_of_a_big_envelope(benchmark, twin):
+def test_parse_records_of_a_big_envelope(benchmark, speedups, twin):
     k = TWINS[twin]
     envelope = b"u0\0p1\0Fa@b\0" + b"".join(b"Tuser%05d@example.org\0" % i for i in range(10_000))
     assert len(benchmark(k.parse_records, envelope)) == 10_003
-    _means["parse_records, 10,000 recipients", twin] = benchmark.stats.stats.mean
+    speedups.record(benchmark, "parse_records, 10,000 recipients", twin, milliseconds)

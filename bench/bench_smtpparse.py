@@ -18,7 +18,6 @@ SIZES = {"4KB": 4 * 1024, "100KB": 100 * 1024}
 CHUNK = 16 * 1024  # what one socket read typically returns
 COMMANDS = [b"MAIL FROM:<sender%d@example.com> SIZE=%d BODY=8BITMIME" % (i, i * 100) for i in range(50)]
 COMMANDS += [b"RCPT TO:<\"rcpt %d\"@example.net>" % i for i in range(50)]
-_results = {}
 
 
 def message(size):
@@ -38,26 +37,14 @@ def feed(decoder, wire):
     return sum(len(decoder.feed(wire[i:i + CHUNK])) for i in range(0, len(wire), CHUNK))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def report(request):
-    yield
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        print()
-        for (what, unit, per_round), means in sorted(_results.items()):
-            if len(means) < 2:
-                continue
-            rate = {k: per_round / mean for k, mean in means.items()}
-            print(f"{what}: compiled {rate['c'] / unit:,.1f}, pure {rate['py'] / unit:,.1f} "
-                  f"{'MB/s' if unit > 1 else 'lines/s'}; speedup {means['py'] / means['c']:.1f}x")
-
-
-def record(benchmark, what, unit, per_round, twin):
-    _results.setdefault((what, unit, per_round), {})[twin] = benchmark.stats.stats.mean
+def record(benchmark, speedups, what, unit, per_round, twin):
+    """per_round items (lines, or bytes when unit is 1e6 for MB/s) each round."""
+    label = "MB/s" if unit > 1 else "lines/s"
+    speedups.record(benchmark, what, twin, lambda mean: f"{per_round / mean / unit:,.1f} {label}")
 
 
 @pytest.mark.parametrize("twin", sorted(compiled.variants("smtpparse")))
-def test_command_parsing(benchmark, twin):
+def test_command_parsing(benchmark, speedups, twin):
     k = compiled.variants("smtpparse")[twin]
 
     def run():
@@ -70,12 +57,12 @@ def test_command_parsing(benchmark, twin):
         return found
 
     assert benchmark(run) == len(COMMANDS)
-    record(benchmark, "MAIL/RCPT parsing", 1, len(COMMANDS), twin)
+    record(benchmark, speedups, "MAIL/RCPT parsing", 1, len(COMMANDS), twin)
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("twin", sorted(compiled.variants("smtpparse")))
-def test_data_decoding(benchmark, twin, size):
+def test_data_decoding(benchmark, speedups, twin, size):
     k = compiled.variants("smtpparse")[twin]
     wire = message(SIZES[size])
 
@@ -86,12 +73,12 @@ def test_data_decoding(benchmark, twin, size):
         return n
 
     assert benchmark(run) > 0.95 * len(wire)
-    record(benchmark, f"DATA decode {size}", 1e6, len(wire), twin)
+    record(benchmark, speedups, f"DATA decode {size}", 1e6, len(wire), twin)
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("twin", sorted(compiled.variants("zdata")))
-def test_dataz_compression(benchmark, twin, size):
+def test_dataz_compression(benchmark, speedups, twin, size):
     z = compiled.variants("zdata")[twin]
     wire = message(SIZES[size])
 
@@ -100,12 +87,12 @@ def test_dataz_compression(benchmark, twin, size):
         return b"".join(encoder.compress(wire[i:i + CHUNK]) for i in range(0, len(wire), CHUNK)) + encoder.finish()
 
     assert zlib.decompress(benchmark(run)) == wire
-    record(benchmark, f"DATAZ deflate {size}", 1e6, len(wire), twin)
+    record(benchmark, speedups, f"DATAZ deflate {size}", 1e6, len(wire), twin)
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("twin", sorted(compiled.variants("zdata")))
-def test_dataz_decompression(benchmark, twin, size):
+def test_dataz_decompression(benchmark, speedups, twin, size):
     z = compiled.variants("zdata")[twin]
     wire = message(SIZES[size])
     stream = zlib.compress(wire)
@@ -117,4 +104,4 @@ def test_dataz_decompression(benchmark, twin, size):
         return n
 
     assert benchmark(run) > 0.95 * len(wire)
-    record(benchmark, f"DATAZ inflate+decode {size}", 1e6, len(wire), twin)
+    record(benchmark, speedups, f"DATAZ inflate+decode {size}", 1e6, len(wire), twin)

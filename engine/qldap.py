@@ -25,7 +25,7 @@ not answer within ldaptimeout is a temporary failure (Z..., #4.4.3), never a
 bounce.
 
 SECURITY: every user-supplied value in a filter is escaped per RFC 4515
-(ldap.filter.escape_filter_chars), so an address containing * ( ) \\ or NUL
+(engine._ldapfilter_py / ext/ldapfilter.pyx), so an address containing * ( ) \\ or NUL
 cannot widen the search. control/ldapobjectclass is inserted verbatim, as in
 qmail-ldap, because administrators use it to inject a compound filter. Values
 read from the directory are checked (uid, paths, programs) before they can
@@ -36,9 +36,10 @@ import re
 from dataclasses import dataclass, field
 
 import ldap
-import ldap.filter
 
-from engine import conf, control
+from engine import compiled, conf, control
+
+_ldapfilter = compiled.load("ldapfilter")
 
 # -- constants of qmail-ldap.h --------------------------------------------
 
@@ -223,27 +224,12 @@ def server_uri(line):
     return f"ldap://{host}:{port}/"
 
 
-# -- filters -----------------------------------------------------------------
+# -- filters (the compiled kernel engine._ldapfilter_c or its pure twin) ----------
 
-def escape(value):
-    """RFC 4515 escaping of a filter value: * ( ) \\ NUL become \\2a \\28 \\29 \\5c \\00."""
-    return ldap.filter.escape_filter_chars(value)
-
-
-def wrap_objectclass(filt, objectclass):
-    """(&(objectClass=<ldapobjectclass>)<filt>) when configured; the class goes in unescaped."""
-    return f"(&(objectClass={objectclass}){filt})" if objectclass else filt
-
-
-def address_filter(address, objectclass=""):
-    """(|(mail=<a>)(mailAlternateAddress=<a>)), escaped and wrapped."""
-    v = escape(address)
-    return wrap_objectclass(f"(|(mail={v})(mailAlternateAddress={v}))", objectclass)
-
-
-def uid_filter(uid, objectclass=""):
-    """(uid=<uid>) for POP/IMAP/SMTP-AUTH logins, escaped and wrapped."""
-    return wrap_objectclass(f"(uid={escape(uid)})", objectclass)
+escape = _ldapfilter.escape
+wrap_objectclass = _ldapfilter.wrap_objectclass
+address_filter = _ldapfilter.address_filter
+uid_filter = _ldapfilter.uid_filter
 
 
 @dataclass(frozen=True)

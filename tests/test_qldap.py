@@ -119,20 +119,6 @@ def test_last_at_splits_and_no_lookup_without_local_part():
     assert addresses("nobody") == [] and addresses("@d") == []
 
 
-def test_filter_escaping_is_rfc4515():
-    f = qldap.address_filter("a*b(c)d\\e\0f@x")
-    assert f == ("(|(mail=a\\2ab\\28c\\29d\\5ce\\00f@x)"
-                 "(mailAlternateAddress=a\\2ab\\28c\\29d\\5ce\\00f@x))")
-    assert qldap.uid_filter("x)(uid=*") == "(uid=x\\29\\28uid=\\2a)"
-
-
-def test_objectclass_wraps_unescaped():
-    assert qldap.address_filter("a@b", "qmailUser") == \
-        "(&(objectClass=qmailUser)(|(mail=a@b)(mailAlternateAddress=a@b)))"
-    assert qldap.uid_filter("joe", "qmailUser)(accountStatus=active") == \
-        "(&(objectClass=qmailUser)(accountStatus=active)(uid=joe))"
-
-
 # -- lookups against slapd ------------------------------------------------------------
 
 def test_exact_mail_and_alternate(home, slapd, dom):  # noqa: F811
