@@ -70,13 +70,14 @@ def wait_delivered(maildir, count=1, timeout=30):
 @pytest.fixture
 def server(qmailhome, tmp_path):
     """The master with a QMQP listener on 127.0.0.1; qmqprules give 127.0.0.2 a queue that answers
-    31 (D) and 127.0.0.3 one that answers 71 (Z)."""
+    31 (D) and 127.0.0.3 one that answers 71 (Z), and deny 127.0.0.5."""
     maildirs = make_users(qmailhome, str(tmp_path / "home"), ["alice"])
     port = free_port()
     write(qmailhome, "qmqplisten", f"127.0.0.1:{port}\n")
     write(qmailhome, "qmqpworkers", "1\n")
     write(qmailhome, "qmqprules", f'127.0.0.2:allow,QMAILQUEUE="{failing_queue(tmp_path, 31)}"\n'
-                                  f'127.0.0.3:allow,QMAILQUEUE="{failing_queue(tmp_path, 71)}"\n:allow\n')
+                                  f'127.0.0.3:allow,QMAILQUEUE="{failing_queue(tmp_path, 71)}"\n'
+                                  '127.0.0.5:deny\n:allow\n')
     m = Master(qmailhome).start()
     deadline = time.monotonic() + 20
     while True:
@@ -124,6 +125,7 @@ def test_qmqpservers_in_order_and_send_function(server, qmailhome):
 @pytest.mark.parametrize("source, code, text", [
     ("127.0.0.2", 31, "mail server permanently rejected message (#5.3.0)"),
     ("127.0.0.3", 71, "mail server temporarily rejected message (#4.3.0)"),
+    ("127.0.0.5", 74, "connection closed without an answer"),  # qmqprules deny
 ])
 def test_d_and_z_answers(server, qmailhome, source, code, text):
     """control/qmqpcip picks the source address, which the server's qmqprules give a failing queue."""
