@@ -102,10 +102,10 @@ def roles(home, aliasempty, listeners):
 
 
 def listener_roles(home, separate):
-    """SMTP and QMTP workers for the services that have a control/<service>listen file."""
+    """SMTP, QMTP and QMQP workers for the services that have a control/<service>listen file."""
     from engine import tcpserver
     out = []
-    for service, program in (("smtp", "qmail-smtpd"), ("qmtp", "qmail-qmtpd")):
+    for service, program in (("smtp", "qmail-smtpd"), ("qmtp", "qmail-qmtpd"), ("qmqp", "qmail-qmqpd")):
         socks = tcpserver.bind_listeners(home, service)
         if not socks:
             continue
