@@ -103,12 +103,17 @@ class RemoteQueue:
 
     @staticmethod
     def _child(program, home, host, msg_r, env_r, parent_ends):
-        """fd 0 = message, fd 1 = envelope, in the qmail home; exit 120/61 as qmail.c's child."""
+        """fd 0 = message, fd 1 = envelope, in the qmail home; exit 120/61 as qmail.c's child.
+
+        qmail-ldap's qmail-qmqpc prints nothing; ours explains its exit code on stderr. That goes
+        to /dev/null so that qmail-lspawn's report is qmail-forward's line alone, as in qmail-ldap."""
         try:
             for fd in parent_ends:
                 os.close(fd)
             os.dup2(msg_r, 0)
             os.dup2(env_r, 1)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
         except OSError:
             os._exit(qq.EXIT_NOEXEC)
         try:
