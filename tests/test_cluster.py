@@ -155,3 +155,61 @@ def test_mailhost_down_defers_then_delivers_when_it_is_back(cluster):
     c.a.wait_for(lambda: len(texts(far)) == 1, 60, "delivered on B after it came up")
     assert texts(far)[0].count(c.dtline(HOST_A, "far")) == 1
     c.a.wait_for(lambda: queued_on(c.home_a) == 0, 30, "A's queue empty")
+
+
+# -- qmail-lspawn's side of forward_mail(), on a Worker without a master --------------------------
+
+def forward_report(home, message=b"Subject: x\n\nbody\n"):
+    from engine import lspawn
+    path = os.path.join(home, "message.tmp")
+    with open(path, "wb") as f:
+        f.write(message)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return lspawn.Worker(home, "./Maildir/", None).forward("127.0.0.1", "a@a.test", "joe@b.test", fd)
+    finally:
+        os.close(fd)
+
+
+def replace_program(home, text, mode):
+    path = os.path.join(home, "bin", "qmail-forward")
+    os.unlink(path)
+    f = open(path, "w")
+    f.write(text)
+    f.flush()
+    os.chmod(path, mode)
+    return f
+
+
+def test_qmail_forward_that_cannot_run_is_reported_as_qmail_lspawn_does(qmailhome):
+    with replace_program(qmailhome, "not a program\n", 0o644):
+        assert forward_report(qmailhome) == (b"D", b"Permanent error while executing qmail-forward. (#5.4.4)")
+    with replace_program(qmailhome, "#!/bin/sh\nexit 0\n", 0o755):  # still open for writing: ETXTBSY
+        assert forward_report(qmailhome) == (b"Z", b"Temporary error while executing qmail-forward. (#4.4.4)")
+
+
+def test_qmail_forward_exit_codes_become_k_z_d_with_its_output(qmailhome):
+    for code, letter in ((0, b"K"), (111, b"Z"), (100, b"D"), (71, b"Z"), (99, b"D")):
+        replace_program(qmailhome, f"#!/bin/sh\necho said $1 $2 $3 >&2\nexit {code}\n", 0o755).close()
+        assert forward_report(qmailhome) == (letter, b"said 127.0.0.1 a@a.test joe@b.test\n")
+    replace_program(qmailhome, "#!/bin/sh\nkill -9 $$\n", 0o755).close()
+    assert forward_report(qmailhome) == (b"Z", b"qmail-local crashed.")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="dropping to alias/nofiles needs root (CI runs as root)")
+def test_as_root_qmail_forward_runs_as_alias_with_group_nofiles():
+    """qmail-lspawn.c swaps the constants (prot_gid(auto_uida), prot_uid(auto_gidn)); we run it as meant."""
+    import grp
+    import pwd
+    import shutil
+    import tempfile
+    from engine import conf, install
+    base = tempfile.mkdtemp(prefix="pyqmail-cluster-", dir="/tmp")
+    try:
+        os.chmod(base, 0o755)
+        home = install.setup(os.path.join(base, "qmail"), single_user=False, me="root.cluster.test")
+        replace_program(home, "#!/bin/sh\necho $(id -u) $(id -g) $(id -G)\n", 0o755).close()
+        uid, gid = pwd.getpwnam(conf.USER_ALIAS).pw_uid, grp.getgrnam(conf.GROUP_NOFILES).gr_gid
+        assert forward_report(home) == (b"K", f"{uid} {gid} {gid}\n".encode())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
