@@ -153,7 +153,8 @@ class Worker:
         try:
             controls = self.cache.get()
         except (control.ControlError, OSError):
-            writer.write(R_CONTROLS)
+            if self.service == "smtp":  # QMTP and QMQP clients get no SMTP text, only the closed connection
+                writer.write(R_CONTROLS)
             writer.close()
             return
         env = {"TCPREMOTEIP": ip, "TCPREMOTEPORT": str(port), "TCPLOCALIP": sockname[0],

@@ -14,6 +14,8 @@ import sys
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 BIN = os.path.dirname(sys.executable)
 ENV = {"TCPREMOTEIP": "192.0.2.7", "TCPREMOTEHOST": "client.example", "TCPLOCALHOST": "mx.example.test"}
@@ -214,3 +216,21 @@ def test_the_alarm_ends_a_stalled_request(qmailhome, monkeypatch):
         finally:
             ours.close()
     assert asyncio.run(asyncio.wait_for(stalled(), 10)) == 111
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=st.binary(max_size=300), sender=st.binary(max_size=30), recipients=st.lists(st.binary(max_size=30)),
+       cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6), compress=st.booleans())
+def test_request_parses_however_it_is_split(message, sender, recipients, cuts, compress):
+    """The payloads come out whole whatever chunks the bytes arrive in, plain or compressed."""
+    from engine import compiled, qmqpd
+    data = request(message, sender, recipients)
+    wire = zlib.compress(data) if compress else data
+    inflater, parsed = compiled.load("zdata").QmqpInflater(), qmqpd.Request()
+    bounds = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
+    for a, b in zip(bounds, bounds[1:]):
+        plain = inflater.feed(wire[a:b])
+        if plain and not parsed.complete:
+            parsed.feed(plain)
+    assert parsed.complete and parsed.payloads == [message, sender, *recipients]
+    assert inflater.compressed is compress
