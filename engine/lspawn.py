@@ -7,7 +7,9 @@ recipient it opens the message, finds the user — the LDAP directory when
 control/ldapserver exists, else (ldaplocaldelivery) users/cdb, then the
 passwd lookup of qmail-getpw, else the alias user — and runs the
 qmail-local logic (engine.local) under the user's uid, reporting the
-result with qmail-lspawn's letters and texts.
+result with qmail-lspawn's letters and texts. A directory entry whose
+mailHost is another cluster member (control/ldapcluster) is handed to
+bin/qmail-forward (engine.forward) instead.
 
 Privileges: the pool runs as root when the master does, because a delivery
 must become the recipient. Nothing is delivered as root. A delivery for
@@ -393,7 +395,7 @@ class Worker:
         except Refusal as r:
             return report(r.code, b"")
         if isinstance(target, ClusterForward):
-            return self.forward(target.mailhost, sender, f"{local_part}@{domain}", fd)
+            return self.cluster_forward(target.mailhost, sender, f"{local_part}@{domain}", fd)
         if self.single_user:
             code, text = run_local(target, local_part, domain, sender, self.aliasempty, fd, self.base_env,
                                    self.dirmaker)
@@ -403,7 +405,7 @@ class Worker:
             code, text = self.deliver_as(target, local_part, domain, sender, fd)
         return report(code, text)
 
-    def forward(self, mailhost, sender, recipient, fd):
+    def cluster_forward(self, mailhost, sender, recipient, fd):
         """forward_mail(): `qmail-forward mailhost sender recipient` with the message on fd 0 and
         its output (stdout and stderr) in the report.
 

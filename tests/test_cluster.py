@@ -166,7 +166,7 @@ def forward_report(home, message=b"Subject: x\n\nbody\n"):
         f.write(message)
     fd = os.open(path, os.O_RDONLY)
     try:
-        return lspawn.Worker(home, "./Maildir/", None).forward("127.0.0.1", "a@a.test", "joe@b.test", fd)
+        return lspawn.Worker(home, "./Maildir/", None).cluster_forward("127.0.0.1", "a@a.test", "joe@b.test", fd)
     finally:
         os.close(fd)
 

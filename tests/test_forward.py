@@ -55,7 +55,7 @@ def mailhost(tmp_path):
     server.close()
 
 
-def run_forward(home, message, args, port=None, tmp=None):
+def run_forward(home, message, args, port=None):
     """qmail-forward with `message` on a seekable fd 0 (a file, like the queued mess file)."""
     path = os.path.join(home, "message.tmp")
     with open(path, "wb") as f:
