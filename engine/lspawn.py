@@ -7,7 +7,9 @@ recipient it opens the message, finds the user — the LDAP directory when
 control/ldapserver exists, else (ldaplocaldelivery) users/cdb, then the
 passwd lookup of qmail-getpw, else the alias user — and runs the
 qmail-local logic (engine.local) under the user's uid, reporting the
-result with qmail-lspawn's letters and texts.
+result with qmail-lspawn's letters and texts. A directory entry whose
+mailHost is another cluster member (control/ldapcluster) is handed to
+bin/qmail-forward (engine.forward) instead.
 
 Privileges: the pool runs as root when the master does, because a delivery
 must become the recipient. Nothing is delivered as root. A delivery for
@@ -18,6 +20,8 @@ per worker, not one per message. In a single-user instance everything is
 delivered in-process.
 """
 
+import errno
+import grp
 import os
 import pickle
 import pwd
@@ -27,11 +31,11 @@ import subprocess
 import sys
 from collections import OrderedDict
 
-from engine import cdb, conf, control, getpw, hier, local, maildir, qldap, spawn, users
+from engine import cdb, conf, control, forward, getpw, hier, local, maildir, qldap, spawn, users
 
 QLX_USAGE, QLX_ROOT, QLX_NFS, QLX_NOALIAS, QLX_CDB, QLX_SYS, QLX_NOMEM = 112, 113, 115, 116, 117, 118, 119
 QLX_EXECSOFT, QLX_EXECHARD, QLX_EXECPW = 120, 126, 121
-QLX_CLUSTERSOFT = 162
+QLX_CLUSTERSOFT, QLX_CLUSTERHARD = 162, 163
 QLX_DIRMAKESOFT, QLX_DIRMAKEHARD, QLX_DIRMAKECRASH = 167, 168, 169
 
 QLX_TEXT = {
@@ -94,6 +98,15 @@ class Target:
     def __init__(self, user, uid, gid, home, dash, ext, env=None, aliasempty=None):
         self.user, self.uid, self.gid, self.home = user, int(uid), int(gid), home
         self.dash, self.ext, self.env, self.aliasempty = dash, ext, env or {}, aliasempty
+
+
+class ClusterForward:
+    """The recipient lives on another cluster member: qmail-forward hands the message to `mailhost`."""
+
+    __slots__ = ("mailhost",)
+
+    def __init__(self, mailhost):
+        self.mailhost = mailhost
 
 
 class UsersCdb:
@@ -328,7 +341,7 @@ class Worker:
             if hit is not None:
                 delivery = qldap.resolve(hit[0], self.directory.cfg, address, hit[1], size)
                 if delivery.kind == "cluster":
-                    raise Refusal(QLX_CLUSTERSOFT)
+                    return ClusterForward(delivery.mailhost)
                 return ldap_target(self.home, delivery, local_part)
         except qldap.QldapError as e:
             raise Refusal(e.qlx) from None
@@ -381,6 +394,8 @@ class Worker:
             target = self.resolve(local_part, domain, os.fstat(fd).st_size)
         except Refusal as r:
             return report(r.code, b"")
+        if isinstance(target, ClusterForward):
+            return self.cluster_forward(target.mailhost, sender, f"{local_part}@{domain}", fd)
         if self.single_user:
             code, text = run_local(target, local_part, domain, sender, self.aliasempty, fd, self.base_env,
                                    self.dirmaker)
@@ -389,6 +404,31 @@ class Worker:
         else:
             code, text = self.deliver_as(target, local_part, domain, sender, fd)
         return report(code, text)
+
+    def cluster_forward(self, mailhost, sender, recipient, fd):
+        """forward_mail(): `qmail-forward mailhost sender recipient` with the message on fd 0 and
+        its output (stdout and stderr) in the report.
+
+        qmail-lspawn.c calls prot_gid(auto_uida) then prot_uid(auto_gidn): the alias user's uid as
+        the group and nofiles' gid as the user, which looks like swapped arguments. We run it as
+        the evident intent says: uid of alias, gid of nofiles (a single-user instance: its owner).
+        """
+        ids = {} if self.single_user else forward_ids()
+        if ids is None:
+            return report(QLX_NOALIAS, b"")
+        if ids.get("user") == 0:
+            return report(QLX_ROOT, b"")
+        prog = forward.program_path(self.home, "qmail-forward")
+        try:
+            proc = subprocess.run([prog, mailhost, sender, recipient], stdin=fd, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, env=self.base_env, cwd=self.home, **ids)
+        except OSError as e:  # could not exec: error_temp decides between 162 and 163
+            return report(QLX_CLUSTERSOFT if e.errno in TEMP_ERRNOS else QLX_CLUSTERHARD, b"")
+        except subprocess.SubprocessError:  # dropping privileges failed in the child
+            return report(QLX_USAGE, b"")
+        if proc.returncode < 0:
+            return b"Z", b"qmail-local crashed."
+        return report(proc.returncode, proc.stdout)
 
     def deliver_as(self, target, local_part, domain, sender, fd):
         key = (target.uid, target.gid)
@@ -404,6 +444,24 @@ class Worker:
             return 111, b"qmail-local crashed.\n"
         self.helpers[key] = helper
         return result
+
+
+# qmail's error_temp(): errnos that make a failed exec a temporary problem
+TEMP_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "EINTR", "ENOMEM", "ETXTBSY", "EIO", "ETIMEDOUT", "EWOULDBLOCK", "EAGAIN", "EBUSY", "ECONNABORTED",
+    "ECONNREFUSED", "ECONNRESET", "EDEADLK", "EDQUOT", "EFBIG", "EHOSTDOWN", "EHOSTUNREACH", "EMFILE",
+    "ENETDOWN", "ENETRESET", "ENETUNREACH", "ENFILE", "ENOBUFS", "ENOLCK", "ENOSPC", "ESTALE",
+    "ETOOMANYREFS", "EUSERS"))
+
+
+def forward_ids():
+    """subprocess keywords for qmail-forward's ids (alias uid, nofiles gid); None without alias."""
+    try:
+        uid = pwd.getpwnam(conf.USER_ALIAS).pw_uid
+        gid = grp.getgrnam(conf.GROUP_NOFILES).gr_gid
+    except KeyError:
+        return None
+    return {"user": uid, "group": gid, "extra_groups": [gid]}
 
 
 def default_env(qmailhome):
