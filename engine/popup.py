@@ -107,6 +107,7 @@ def run_checkpassword(childargs, data):
             if r != 3:
                 os.dup2(r, 3)
                 os.close(r)
+            os.set_inheritable(3, True)  # os.pipe() makes close-on-exec descriptors
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             os.execvp(childargs[0], childargs)
         finally:
