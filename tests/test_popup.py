@@ -30,6 +30,7 @@ class Client:
         return self.line()
 
     def close(self):
+        self.f.close()
         self.sock.close()
         return self.proc.wait(20)
 
