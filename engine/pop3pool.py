@@ -151,6 +151,7 @@ class Worker:
     async def login(self, writer, reader, user, password, env):
         """Fork the session child with the socket and what the client already sent; its wait status."""
         fd = writer.get_extra_info("socket").fileno()
+        writer.transport.pause_reading()  # from now on the child alone reads the client
         pending = bytes(reader._buffer)  # pipelined commands after PASS belong to qmail-pop3d
         pid = os.fork()
         if pid == 0:
