@@ -27,6 +27,7 @@ import sys
 import time
 
 from engine import pop3io, quota
+from engine.mailbox import MailboxError
 from engine.pop3io import Hangup
 
 TMP_MAX_AGE = 129600  # maildir_clean: 36 hours
@@ -298,7 +299,7 @@ class Session:
             try:
                 if quota.calc(".", q) is not None:
                     return
-            except Exception as e:  # noqa: BLE001 - qmail-pop3d ignores quota trouble at QUIT
+            except (MailboxError, OSError) as e:  # qmail-pop3d ignores quota trouble at QUIT
                 self.log(1, f"warning: maildirsize: {e}")
                 return
             if attempt == 1:

@@ -107,7 +107,8 @@ class Worker:
             return
         try:
             await self.serve(reader, writer, ip, peer[1], sockname)
-        except (ConnectionError, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+        except (ConnectionError, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError):
             pass
         except Exception as e:  # a bug ends this dialogue only
             log(f"alert: {SERVICE} session from {ip}: {type(e).__name__}: {e}")
