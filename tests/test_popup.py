@@ -1,7 +1,6 @@
 """qmail-popup (engine/popup.py) as a program on a socket: greeting, every command's reply, the fd 3
 block handed to the checkpassword program, and the exit-code -> -ERR table."""
 
-import os
 import re
 import socket
 import subprocess
