@@ -6,7 +6,7 @@ import pytest
 
 from engine import checkpassword as cp
 from support.pop3 import Mailboxes, ldap_controls, pop_ids, write_control
-from support.slapd import add_user, slapd  # noqa: F401
+from support.slapd import slapd  # noqa: F401
 
 
 @pytest.fixture
@@ -65,7 +65,9 @@ def test_cluster_forwarder(settings, qmailhome, slapd, boxes):  # noqa: F811
 def test_errors(settings, qmailhome, slapd, boxes):  # noqa: F811
     login, _ = boxes.user(slapd)
     assert code_of(cp.authenticate, login, "wrong", settings()) == cp.BADPASS
-    add_user(slapd, login + "b", f"{login}b@pop.example.test", uid=[login + "b", login])
+    slapd.add(f"uid={login}b,ou=people,{slapd.suffix}",
+              {"objectClass": ["top", "person", "organizationalPerson", "inetOrgPerson", "qmailUser"],
+               "uid": [login + "b", login], "cn": "b", "sn": "b", "mail": f"{login}b@pop.example.test"})
     assert code_of(cp.authenticate, login, "secret", settings()) == cp.TEMPORARY  # two entries: TOOMANY
     nopass, _ = boxes.user(slapd, password=None)
     assert code_of(cp.authenticate, nopass, "x", settings()) == cp.BADPASS  # no userPassword: NOSUCH
