@@ -127,7 +127,8 @@ def relay(fd_in, fd_out, sock, timeout=RELAY_TIMEOUT):
 
 def forward(creds, password, pbstool):
     """The cluster case: unprivileged, register the client with pbsadd, relay to mailHost; exit 0."""
-    cp.drop_privileges(*cp.forwarding_ids())
+    if os.geteuid() == 0:  # change_uid(-1, -1): a non-root auth_pop stays who it is
+        cp.drop_privileges(*cp.forwarding_ids())
     cp.apply_env(os.environ, creds.env())
     cp.run_pbstool(pbstool)
     sock = forward_login(creds.forwarder, creds.login.encode("utf-8", "surrogateescape"), password)

@@ -31,6 +31,7 @@ from engine.mailbox import MailboxError
 from engine.pop3io import Hangup
 
 TMP_MAX_AGE = 129600  # maildir_clean: 36 hours
+OUTPUT_CHUNK = 65536  # RETR output is flushed in pieces this big
 SIZE_IN_NAME = re.compile(rb",S=([0-9]*)")
 LEADING_NUMBER = re.compile(rb"([0-9]+)\.")
 
@@ -267,7 +268,7 @@ class Session:
                 self.ch.put(b".")
             self.ch.put(line + b"\r\n")
             self.bytes += len(line) + 2
-            if len(self.ch._out) > 65536:
+            if self.ch.buffered() > OUTPUT_CHUNK:
                 self.ch.flush()
         self.ch.send(b"\r\n.\r\n")
 

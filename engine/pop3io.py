@@ -66,6 +66,10 @@ class Channel:
     def put(self, data):
         self._out += data
 
+    def buffered(self):
+        """Bytes put but not yet flushed."""
+        return len(self._out)
+
     def flush(self):
         view = memoryview(bytes(self._out))
         self._out.clear()

@@ -60,7 +60,7 @@ def session(fd, pending, user, password, env, home, maildir, separate):
         cp.prepare_home(creds, maildir, settings.dirmaker)
     except cp.AuthError as e:
         if e.code != cp.BADPASS:
-            log(f"warning: {PROGRAM}: {user.decode('utf-8', 'replace')}: {e.detail or e}")
+            log(f"warning: {PROGRAM}: login {user.decode('utf-8', 'replace')!r} refused ({e.code}): {e}")
         return e.code
     except MemoryError:
         return cp.NOMEM
