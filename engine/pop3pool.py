@@ -28,6 +28,7 @@ wins as in the chain.
 
 import asyncio
 import os
+import signal
 
 from engine import checkpassword as cp
 from engine import authpop, control, pop3d, popup
@@ -174,6 +175,9 @@ class Worker:
 
 def run_worker(home, index, listeners, limits, aliasempty, separate):
     """Arbiter target for one POP3 worker."""
+    # every control file is read per connection or per login, so a HUP has nothing to reload here and
+    # must not cut the dialogues in progress
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     asyncio.run(Worker(home, index, listeners, limits, maildir_argument(aliasempty), separate).main())
     return 0
 

@@ -5,7 +5,9 @@ really runs as the user."""
 import os
 import poplib
 import shutil
+import signal
 import smtplib
+import socket
 import subprocess
 import tempfile
 import time
@@ -166,8 +168,17 @@ def test_single_user_instance_serves_as_its_owner(qmailhome, slapd, boxes):  # n
         assert len(pop_sessions(m, pop_port, os.getuid())) == 2  # the worker and its session child
         assert not pop_sessions(m, pop_port, pop_ids()[0])
         pop.quit()
+        piped = socket.create_connection(("127.0.0.1", pop_port), timeout=30)
+        piped.sendall(f"USER {login}\r\nPASS secret\r\nSTAT\r\nQUIT\r\n".encode())  # all at once
+        replies = piped.makefile("rb")
+        assert [replies.readline() for _ in range(5)][1:] == [b"+OK \r\n", b"+OK \r\n", b"+OK 1 19\r\n",
+                                                               b"+OK \r\n"]
+        replies.close()
+        piped.close()
         bad = connect(pop_port)
         bad.user("nosuchuser")
+        m.signal(signal.SIGHUP)  # a dialogue in progress survives a reload
+        time.sleep(0.5)
         with pytest.raises(poplib.error_proto, match="-ERR authorization failed"):
             bad.pass_("secret")
         bad.close()
@@ -182,7 +193,7 @@ def test_pop3listen_worker_count_and_rules(root_home, slapd, boxes):  # noqa: F8
     m = Master(root_home).start()
     try:
         assert "qmail-popup=3" in m.log()
-        s = __import__("socket").create_connection(("127.0.0.1", pop_port), timeout=10)
+        s = socket.create_connection(("127.0.0.1", pop_port), timeout=10)
         assert s.recv(100) == b""  # tcprules deny: closed without a greeting
         s.close()
         assert "qmail-popup listening on 127.0.0.1:" in m.log()
