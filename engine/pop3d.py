@@ -34,6 +34,7 @@ TMP_MAX_AGE = 129600  # maildir_clean: 36 hours
 OUTPUT_CHUNK = 65536  # RETR output is flushed in pieces this big
 SIZE_IN_NAME = re.compile(rb",S=([0-9]*)")
 LEADING_NUMBER = re.compile(rb"([0-9]+)\.")
+LINE_START_DOT = re.compile(rb"^\.", re.MULTILINE)
 
 OK = b"+OK \r\n"
 ERR_NOMAILDIR = b"this user has no $HOME/Maildir"
@@ -250,15 +251,23 @@ class Session:
             self.err(ERR_NOSUCH)
             return
         with f:
-            self.ch.send(b"+OK %d octets\r\n" % self.messages[i].size)
+            # one write with the message: a separate small write would wait for the client's delayed ACK
+            self.ch.put(b"+OK %d octets\r\n" % self.messages[i].size)
             self.blast(f, limit)
 
     def blast(self, f, limit):
         """The message with CRLF line ends and dot-stuffing; `limit` = body lines + 1 (0 = all)."""
+        if limit:
+            self._blast_top(f, limit)
+        else:
+            self._blast_all(f)
+        self.ch.send(b"\r\n.\r\n")
+
+    def _blast_top(self, f, limit):
         in_headers = True
         for raw in f:
             line = raw[:-1] if raw.endswith(b"\n") else raw
-            if limit and not in_headers:
+            if not in_headers:
                 limit -= 1
                 if not limit:
                     break
@@ -270,7 +279,28 @@ class Session:
             self.bytes += len(line) + 2
             if self.ch.buffered() > OUTPUT_CHUNK:
                 self.ch.flush()
-        self.ch.send(b"\r\n.\r\n")
+
+    def _blast_all(self, f):
+        """RETR: whole lines a block at a time (same output as the line loop, a last line without
+        LF gets its CRLF too)."""
+        rest = b""
+        while True:
+            block = f.read(OUTPUT_CHUNK)
+            if not block:
+                break
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            if cut:
+                self._put_lines(block[:cut])
+        if rest:
+            self._put_lines(rest + b"\n")
+
+    def _put_lines(self, lines):
+        self.bytes += len(lines) + lines.count(b"\n")  # each line: its length without LF, plus CRLF
+        self.ch.put(LINE_START_DOT.sub(b"..", lines).replace(b"\n", b"\r\n"))
+        if self.ch.buffered() > OUTPUT_CHUNK:
+            self.ch.flush()
 
     def cmd_quit(self, arg):
         self.log(4, "comm: quit")
