@@ -9,7 +9,8 @@ password, reads uid/gid, home, mail store and quota, compares the password
 (engine.passwd, or a re-bind as the entry's DN with control/ldaprebind) and
 returns `Credentials`. A user whose mailHost is another cluster host
 (control/ldapcluster) comes back with `forwarder` set; the caller relays
-the session there. Every failure is an `AuthError` whose `code` is
+the session there (an unknown login raises `NoSuchUser`, code 3). Every
+failure is an `AuthError` whose `code` is
 auth_pop's exit code (1 config, 2 directory unreachable, 3 bad password or
 unknown user, 25 broken entry, 4 account disabled, 5 cluster problem, 6
 Maildir corrupt, 61 Maildir creation failed, 62 home missing, 7 cannot run
@@ -53,6 +54,14 @@ class AuthError(Exception):
         super().__init__(detail or f"auth error {code}")
         self.code = code
         self.detail = detail
+
+
+class NoSuchUser(AuthError):
+    """Neither the directory nor (when asked) passwd knows the login: code 3 like a wrong password,
+    told apart for auth_imap, which hands such a login on to the next authentication module."""
+
+    def __init__(self, login):
+        super().__init__(BADPASS, f"{login}: no such user")
 
 
 class _NoSuch(Exception):
@@ -143,11 +152,11 @@ def authenticate(login, password, settings=None, directory=None):
     except _NoSuch:
         pass
     if not settings.ldap.localdelivery:
-        raise AuthError(BADPASS, f"{login}: no such user")
+        raise NoSuchUser(login)
     try:
         return _check_passwd(login, password)
     except _NoSuch:
-        raise AuthError(BADPASS, f"{login}: no such user") from None
+        raise NoSuchUser(login) from None
 
 
 def _ldap_error(e):

@@ -65,6 +65,12 @@ def test_cluster_forwarder(settings, qmailhome, slapd, boxes):  # noqa: F811
 def test_errors(settings, qmailhome, slapd, boxes):  # noqa: F811
     login, _ = boxes.user(slapd)
     assert code_of(cp.authenticate, login, "wrong", settings()) == cp.BADPASS
+    with pytest.raises(cp.NoSuchUser) as e:
+        cp.authenticate("nosuchlogin", "secret", settings())
+    assert e.value.code == cp.BADPASS
+    with pytest.raises(cp.AuthError) as e:
+        cp.authenticate(login, "wrong", settings())
+    assert not isinstance(e.value, cp.NoSuchUser)
     slapd.add(f"uid={login}b,ou=people,{slapd.suffix}",
               {"objectClass": ["top", "person", "organizationalPerson", "inetOrgPerson", "qmailUser"],
                "uid": [login + "b", login], "cn": "b", "sn": "b", "mail": f"{login}b@pop.example.test"})
