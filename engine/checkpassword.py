@@ -9,8 +9,7 @@ password, reads uid/gid, home, mail store and quota, compares the password
 (engine.passwd, or a re-bind as the entry's DN with control/ldaprebind) and
 returns `Credentials`. A user whose mailHost is another cluster host
 (control/ldapcluster) comes back with `forwarder` set; the caller relays
-the session there (an unknown login raises `NoSuchUser`, code 3). Every
-failure is an `AuthError` whose `code` is
+the session there. Every failure is an `AuthError` whose `code` is
 auth_pop's exit code (1 config, 2 directory unreachable, 3 bad password or
 unknown user, 25 broken entry, 4 account disabled, 5 cluster problem, 6
 Maildir corrupt, 61 Maildir creation failed, 62 home missing, 7 cannot run
@@ -57,8 +56,8 @@ class AuthError(Exception):
 
 
 class NoSuchUser(AuthError):
-    """Neither the directory nor (when asked) passwd knows the login: code 3 like a wrong password,
-    told apart for auth_imap, which hands such a login on to the next authentication module."""
+    """Neither backend knows the login: code 3 like a wrong password, but auth_imap hands such a login
+    on to the next courier module (check()'s NOSUCH)."""
 
     def __init__(self, login):
         super().__init__(BADPASS, f"{login}: no such user")
