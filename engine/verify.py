@@ -8,9 +8,17 @@ with an empty text (qmail-smtpd then says `451 `); no entry and
 ldaplocaldelivery → users/cdb, then a real passwd user. A directory that
 cannot be reached at all — where qmail-verify exited without an answer and
 qmail-smtpd printed garbage — gives a fixed temporary text.
+
+As a program (`qmail-verify`, for a C qmail-smtpd or scripts): NUL-terminated
+addresses on stdin, one answer each on stdout — `K`, or `D<text>` / `Z<text>`
+followed by a NUL — until stdin ends.
 """
 
-from engine import control, getpw, qldap, users
+import asyncio
+import os
+import sys
+
+from engine import conf, control, getpw, qldap, users
 from engine.dirthread import DirectoryThread
 
 NO_HOST = "Sorry, address must include host name. (#5.1.3)"
@@ -75,3 +83,32 @@ async def check(home, address):
         except LookupError as e:
             return "Z", str(e)
     return "D", NO_MAILBOX
+
+
+def answer(kind, text):
+    """The record qmail-smtpd reads: K alone, D or Z with the text and a NUL."""
+    return b"K" if kind == "K" else (kind + text).encode("utf-8", "surrogateescape") + b"\0"
+
+
+def read_addresses(fd):
+    """NUL-terminated addresses from `fd` as they arrive; a last one without NUL is dropped, as in C."""
+    buf = b""
+    while True:
+        data = os.read(fd, 4096)
+        if not data:
+            return
+        buf += data
+        *complete, buf = buf.split(b"\0")
+        yield from complete
+
+
+def main(argv=None):
+    home = conf.qmailhome()
+    for raw in read_addresses(0):
+        kind, text = asyncio.run(check(home, raw.decode("utf-8", "surrogateescape")))
+        os.write(1, answer(kind, text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
