@@ -164,6 +164,8 @@ class Worker:
                 os.set_blocking(conn, True)
                 code = session(conn, pending, user, password, dict(env), self.home, self.maildir,
                                self.separate)
+            except Exception as e:  # a bug ends this session (-ERR temporary error), logged
+                log(f"alert: {PROGRAM} session: {type(e).__name__}: {e}")
             finally:
                 os._exit(code)
         return await wait_child(pid)
