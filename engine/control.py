@@ -245,6 +245,7 @@ class Control:
 
 
 SEND, TODO, SMTPD, QMTPD, REMOTE = "qmail-send", "qmail-todo", "qmail-smtpd", "qmail-qmtpd", "qmail-remote"
+QMQPD = "qmail-qmqpd"
 LSPAWN, VERIFY, INJECT, QMQPC, QUEUE = "qmail-lspawn", "qmail-verify", "qmail-inject", "qmail-qmqpc", "qmail-queue"
 AUTH = ("auth_pop", "auth_imap", "auth_dovecot", "auth_smtp")
 LDAP_USERS = (LSPAWN, VERIFY) + AUTH + ("qmail-group", "qmail-ldaplookup")
@@ -478,10 +479,14 @@ REGISTRY = {c.name: c for c in (
             pre="LDAP alias domain: ", shown="No LDAP alias domains.", section="ldap"),
 
     # -- pyqmail-ldap's own: the master's listeners, which take tcpserver's role (engine.tcpserver)
-    *(c for service, program in (("smtp", SMTPD), ("qmtp", QMTPD)) for c in _listener_controls(service, program)),
+    *(c for service, program in (("smtp", SMTPD), ("qmtp", QMTPD), ("qmqp", QMQPD)) for c in _listener_controls(service, program)),
     *_listener_controls("pop3", "qmail-popup"),  # engine.pop3pool: qmail-popup + auth_pop + qmail-pop3d
     Control("smtpdataz", "int", 0, (SMTPD,), "1 = advertise and accept DATAZ (qmail-ldap's DATA_COMPRESS build option)",
             pre="DATAZ compression: ", post=" (1 is on)", section="pyqmail"),
+    Control("qmqpcompress", "int", 0, (QMQPC,),
+            "1 = qmail-qmqpc sends zlib-compressed QMQP (qmail-ldap's QMQP_COMPRESS build option; $QMQP_COMPRESS "
+            "overrides); only qmail-ldap's qmail-qmqpd understands it", pre="QMQP compression: ",
+            post=" (1 is on)", section="pyqmail"),
     Control("ldapdupealias", "int", 0, (LSPAWN, VERIFY),
             "1 = an address with several LDAP entries goes to the passwd user dupealias (qmail-ldap's DUPEALIAS "
             "build option) instead of bouncing", pre="Duplicate LDAP entries go to dupealias: ", post=" (1 is on)",

@@ -30,7 +30,7 @@ from engine import conf, control, hier, queued
 from engine.arbiter import Arbiter, Role, log
 
 SOCKETS = ("lspawn", "rspawn", "clean", "send")
-NET_SERVICES = {"smtp": "qmail-smtpd", "qmtp": "qmail-qmtpd"}
+NET_SERVICES = {"smtp": "qmail-smtpd", "qmtp": "qmail-qmtpd", "qmqp": "qmail-qmqpd"}
 
 
 def socket_path(home, name):
@@ -106,7 +106,7 @@ def roles(home, aliasempty, listeners):
 
 
 def listener_roles(home, separate):
-    """SMTP and QMTP workers for the services that have a control/<service>listen file."""
+    """SMTP, QMTP and QMQP workers for the services that have a control/<service>listen file."""
     from engine import tcpserver
     out = []
     for service, program in NET_SERVICES.items():

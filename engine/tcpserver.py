@@ -1,6 +1,6 @@
-"""tcpserver's role for the master's preforked listeners (SMTP, QMTP), and the qmail-smtpd program.
+"""tcpserver's role for the master's preforked listeners (SMTP, QMTP, QMQP), and the qmail-smtpd program.
 
-For each service NAME (smtp, qmtp) the master binds the sockets listed in
+For each service NAME (smtp, qmtp, qmqp) the master binds the sockets listed in
 control/NAMElisten (`ip:port` lines, IPv6 as `[addr]:port`) before it drops
 privileges, and preforks control/NAMEworkers workers (default 2) running as
 qmaild. Every worker accepts on every socket of its service and carries
@@ -28,11 +28,12 @@ import sys
 from engine import conf, control, smtppolicy, tcprules
 from engine.arbiter import log
 from engine.connlimit import ConnLimits
+from engine.qmqpd import Session as QmqpSession
 from engine.qmtpd import Session as QmtpSession
 from engine.smtpd import R_CONTROLS, Session as SmtpSession
 from engine.smtpservices import Services
 
-SESSIONS = {"smtp": SmtpSession, "qmtp": QmtpSession}
+SESSIONS = {"smtp": SmtpSession, "qmtp": QmtpSession, "qmqp": QmqpSession}
 
 PTR_TIMEOUT = 2.0
 
@@ -155,7 +156,8 @@ class Worker:
         try:
             controls = self.cache.get()
         except (control.ControlError, OSError):
-            writer.write(R_CONTROLS)
+            if self.service == "smtp":  # QMTP and QMQP clients get no SMTP text, only the closed connection
+                writer.write(R_CONTROLS)
             writer.close()
             return
         env = {"TCPREMOTEIP": ip, "TCPREMOTEPORT": str(port), "TCPLOCALIP": sockname[0],
