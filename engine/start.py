@@ -156,6 +156,8 @@ def main(argv=None):
     os.chdir(home)
     log(f"status: qmail-start in {home}, default delivery {aliasempty}")
     queue_roles, net_roles = roles(home, aliasempty, listeners), listener_roles(home, separate)
+    from engine import pop3pool
+    net_roles += [r for r in (pop3pool.role(home, aliasempty, separate),) if r]
     keep_apart(queue_roles, net_roles, listeners)
     compile_rules(home)
     return Arbiter(queue_roles + net_roles, on_hup=lambda: compile_rules(home)).run()
