@@ -474,6 +474,7 @@ REGISTRY = {c.name: c for c in (
 
     # -- pyqmail-ldap's own: the master's listeners, which take tcpserver's role (engine.tcpserver)
     *(c for service, program in (("smtp", SMTPD), ("qmtp", QMTPD)) for c in _listener_controls(service, program)),
+    *_listener_controls("pop3", "qmail-popup"),  # engine.pop3pool: qmail-popup + auth_pop + qmail-pop3d
     Control("smtpdataz", "int", 0, (SMTPD,), "1 = advertise and accept DATAZ (qmail-ldap's DATA_COMPRESS build option)",
             pre="DATAZ compression: ", post=" (1 is on)", section="pyqmail"),
     Control("ldapdupealias", "int", 0, (LSPAWN, VERIFY),

@@ -147,6 +147,8 @@ def main(argv=None):
     log(f"status: qmail-start in {home}, default delivery {aliasempty}")
     separate = os.getuid() == 0 and not hier.is_single_user(home)
     queue_roles, net_roles = roles(home, aliasempty, listeners), listener_roles(home, separate)
+    from engine import pop3pool
+    net_roles += [r for r in (pop3pool.role(home, aliasempty, separate),) if r]
     keep_apart(queue_roles, net_roles, listeners)
     return Arbiter(queue_roles + net_roles).run()
 
