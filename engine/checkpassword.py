@@ -55,6 +55,14 @@ class AuthError(Exception):
         self.detail = detail
 
 
+class NoSuchUser(AuthError):
+    """Neither backend knows the login: code 3 like a wrong password, but auth_imap hands such a login
+    on to the next courier module (check()'s NOSUCH)."""
+
+    def __init__(self, login):
+        super().__init__(BADPASS, f"{login}: no such user")
+
+
 class _NoSuch(Exception):
     """This backend does not know the login (the next backend may)."""
 
@@ -143,11 +151,11 @@ def authenticate(login, password, settings=None, directory=None):
     except _NoSuch:
         pass
     if not settings.ldap.localdelivery:
-        raise AuthError(BADPASS, f"{login}: no such user")
+        raise NoSuchUser(login)
     try:
         return _check_passwd(login, password)
     except _NoSuch:
-        raise AuthError(BADPASS, f"{login}: no such user") from None
+        raise NoSuchUser(login) from None
 
 
 def _ldap_error(e):
