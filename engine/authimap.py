@@ -197,7 +197,7 @@ def login(argv, fd=3):
         user, password = parse(data)
         creds = cp.authenticate(user.decode("utf-8", "surrogateescape"), password, settings)
     except (HandOn, cp.NoSuchUser):
-        hand_on(data, args)
+        return hand_on(data, args)  # execs the next module or raises
     if creds.forwarder:
         return forward(creds, user, password, pbstool)
     cp.drop_privileges(creds.uid, creds.gid)

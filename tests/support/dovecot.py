@@ -1,4 +1,4 @@
-"""A throwaway Dovecot (Debian's dovecot-imapd/dovecot-pop3d) on 127.0.0.1 high ports with its own
+"""A throwaway Dovecot (Debian's dovecot-imapd/dovecot-pop3d) on a loopback address, high ports, with its own
 configuration and base_dir: passdb checkpassword = our auth_dovecot, userdb prefetch."""
 
 import os
@@ -15,7 +15,7 @@ base_dir = {base}/run
 state_dir = {base}/state
 log_path = {base}/dovecot.log
 protocols = imap pop3
-listen = 127.0.0.1
+listen = {host}
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
@@ -29,7 +29,7 @@ service auth {{
 }}
 service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {host}
     port = {imap}
   }}
   inet_listener imaps {{
@@ -38,7 +38,7 @@ service imap-login {{
 }}
 service pop3-login {{
   inet_listener pop3 {{
-    address = 127.0.0.1
+    address = {host}
     port = {pop3}
   }}
   inet_listener pop3s {{
@@ -56,20 +56,21 @@ userdb {{
 
 
 class Dovecot:
-    def __init__(self, checkpassword, qmailhome):
+    def __init__(self, checkpassword, qmailhome, host="127.0.0.1"):
         self.base = tempfile.mkdtemp(prefix="pyqdovecot-", dir="/tmp")
         os.chmod(self.base, 0o755)
-        self.imap, self.pop3 = free_port(), free_port()
+        self.host = host
+        self.imap, self.pop3 = free_port(host), free_port(host)
         self.config = os.path.join(self.base, "dovecot.conf")
         with open(self.config, "w") as f:
-            f.write(CONFIG.format(base=self.base, imap=self.imap, pop3=self.pop3, checkpassword=checkpassword))
+            f.write(CONFIG.format(base=self.base, host=host, imap=self.imap, pop3=self.pop3, checkpassword=checkpassword))
         os.makedirs(os.path.join(self.base, "state"))
         self.proc = subprocess.Popen([shutil.which("dovecot") or "/usr/sbin/dovecot", "-F", "-c", self.config],
                                      env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "QMAILHOME": qmailhome})
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", self.imap), timeout=1).close()
+                socket.create_connection((host, self.imap), timeout=1).close()
                 return
             except OSError:
                 assert self.proc.poll() is None, self.log()
