@@ -16,6 +16,8 @@ DEBS += strace
 DEBS += $(shell cat tests/debian-packages.txt 2>/dev/null | sed 's/#.*//')
 # bench/suite.py (make bench, tests/test_bench_suite.py): Postfix's LDAP map and strace's file-operation count.
 DEBS += postfix-ldap strace
+# tests/test_authdovecot.py, tests/test_authimap.py: a throwaway Dovecot using auth_dovecot as its passdb
+DEBS += dovecot-imapd dovecot-pop3d
 
 .PHONY: all test debs venv build setup check bench bench-kernels run clean
 
