@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from engine import pbs, pbsadd, pbscheck, pbsdbd
 from support.ports import free_port
@@ -359,3 +360,21 @@ def test_pop_before_smtp_lets_qmail_smtpd_relay(daemon, pbshome, smtp_with_pbsch
     assert run([program("pbsadd")], home, TCPREMOTEIP="127.0.0.1").returncode == 0
     time.sleep(0.2)
     assert relays(smtp_with_pbscheck)
+
+
+# -- property: whatever pbsadd sends, pbsdbd stores and pbscheck sets the same variables -------------
+
+names = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_", min_size=1, max_size=12)
+values = st.binary(max_size=60).filter(lambda v: b"\0" not in v)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(names, values, max_size=8), st.binary(min_size=4, max_size=4))
+def test_add_query_reply_round_trip(variables, ip):
+    environ = {k.encode(): v for k, v in variables.items()}
+    d = handler()
+    assert d.handle(pbsadd.add_packet(ip, SECRET, list(variables), environ), now=10) is None
+    answer = d.handle(pbs.header(pbs.QUERY, ip) + b"\0", now=11)
+    env = {}
+    pbscheck.apply_reply(answer, ip, [k.encode() for k in variables], env)
+    assert env == {b"RELAYCLIENT": b"", **environ}
