@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from support.dovecot import Dovecot
+from support.pbs import IP, program, query, start_pbsdbd, stop, udp_port
 from support.pop3 import Mailboxes, ldap_controls, pop_ids, put_message, write_control
 from support.slapd import slapd  # noqa: F401
 
@@ -170,3 +171,28 @@ def test_dovecot_gets_the_userdb_fields(home, slapd, boxes, dovecot):  # noqa: F
     uid, gid = pop_ids()
     assert (fields["uid"], fields["gid"], fields["home"]) == (str(uid), str(gid), uhome)
     assert fields["quota_rule"] == "maildir:storage=3000:messages=9"
+
+
+def test_imap_login_through_dovecot_registers_pop_before_smtp(home, slapd, boxes):  # noqa: F811
+    """Dovecot runs `auth_dovecot -d pbsadd` with TCPREMOTEIP set: after an IMAP login pbsdbd knows the
+    client, with USER carried as POPUSER, and pbscheck lets it relay."""
+    port = udp_port()
+    for name, value in (("pbsip", "127.0.0.1"), ("pbsport", port), ("pbssecret", "imapsecret"),
+                        ("pbsservers", "127.0.0.1"), ("pbsenv", "USER=POPUSER")):
+        write_control(home, name, f"{value}\n")
+    login, _ = boxes.user(slapd)
+    daemon = start_pbsdbd(home, port)
+    dovecot = Dovecot(f"{AUTH_DOVECOT} -d {program('pbsadd')}", home)
+    try:
+        assert query(port).endswith(b"N")
+        imap = imaplib.IMAP4("127.0.0.1", dovecot.imap)
+        assert imap.login(login, "secret")[0] == "OK", dovecot.log()
+        imap.logout()
+        assert query(port) == b"R\x04" + IP + b"R" + bytes([1, len(login) + 5]) + b"USER=" + login.encode()
+        out = subprocess.run([program("pbscheck"), "sh", "-c", "echo \"[${RELAYCLIENT-unset}]\" $POPUSER"],
+                             env={**os.environ, "QMAILHOME": home, "TCPREMOTEIP": "127.0.0.1"},
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout == f"[] {login}\n"
+    finally:
+        dovecot.stop()
+        stop(daemon)

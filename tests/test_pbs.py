@@ -13,33 +13,15 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from engine import pbs, pbsadd, pbscheck, pbsdbd
+from support.pbs import IP, program, query, start_pbsdbd, stop, udp_port
 from support.ports import free_port
 
-BIN = os.path.dirname(sys.executable)
 SECRET = b"s3cret"
-IP = bytes([127, 0, 0, 1])
-
-
-def program(name):
-    return os.path.join(BIN, name)
 
 
 def write_control(home, name, text):
     with open(os.path.join(home, "control", name), "w") as f:
         f.write(text)
-
-
-def udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def query(port, ip=IP, timeout=2.0):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(pbs.header(pbs.QUERY, ip) + b"\0", ("127.0.0.1", port))
-        return s.recv(pbs.MAX_PACKET)
 
 
 def send_raw(port, packet):
@@ -62,27 +44,6 @@ def pbshome(qmailhome):
     write_control(qmailhome, "pbsservers", "127.0.0.1\n")
     write_control(qmailhome, "pbsenv", "POPUSER=SMTPUSER\nPOPHOST=SMTPHOST=pop:\nPOPKEEP\n")
     return qmailhome, port
-
-
-def start_pbsdbd(home, port):
-    """The pbsdbd program on 127.0.0.1, once it answers queries."""
-    proc = subprocess.Popen([program("pbsdbd")], stderr=subprocess.PIPE, env={**os.environ, "QMAILHOME": home})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            query(port, timeout=0.2)
-            return proc
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read()
-    proc.kill()
-    raise AssertionError("pbsdbd did not answer")
-
-
-def stop(proc):
-    proc.terminate()
-    proc.wait(10)
-    if proc.stderr:
-        proc.stderr.close()
 
 
 @pytest.fixture
