@@ -5,12 +5,16 @@ and POP3 on 127.0.0.1."""
 import imaplib
 import os
 import poplib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
+from engine import install
 from support.dovecot import Dovecot
+from support.master import Master
 from support.pbs import IP, program, query, start_pbsdbd, stop, udp_port
 from support.pop3 import Mailboxes, ldap_controls, pop_ids, put_message, write_control
 from support.slapd import slapd  # noqa: F401
@@ -196,3 +200,33 @@ def test_imap_login_through_dovecot_registers_pop_before_smtp(home, slapd, boxes
     finally:
         dovecot.stop()
         stop(daemon)
+
+
+def test_mail_delivered_by_the_master_is_read_over_imap(slapd, boxes):  # noqa: F811
+    """The whole way: qmail-inject into a root installation, the real master finds the LDAP user and
+    delivers as its uid into its Maildir, Dovecot with auth_dovecot logs the user in and shows the message."""
+    base = tempfile.mkdtemp(prefix="pyqmail-imap-", dir="/tmp")
+    os.chmod(base, 0o755)
+    root_home = install.setup(os.path.join(base, "qmail"), single_user=False, me="imap.example.test")
+    ldap_controls(root_home, slapd, locals="pop.example.test")
+    login, uhome = boxes.user(slapd)
+    master = Master(root_home).start()
+    dovecot = Dovecot(AUTH_DOVECOT, root_home)
+    try:
+        inject = subprocess.run([os.path.join(root_home, "bin", "qmail-inject"), f"{login}@pop.example.test"],
+                                input=b"From: sender@example.test\nSubject: end to end\n\ndelivered by the master\n",
+                                env={**os.environ, "QMAILHOME": root_home}, capture_output=True, timeout=60)
+        assert inject.returncode == 0, inject.stderr
+        new = os.path.join(uhome, "Maildir", "new")
+        master.wait_for(lambda: os.listdir(new), 60, "delivery to the LDAP user's Maildir")
+        assert os.stat(os.path.join(new, os.listdir(new)[0])).st_uid == pop_ids()[0]
+        imap = imaplib.IMAP4("127.0.0.1", dovecot.imap)
+        assert imap.login(login, "secret")[0] == "OK", dovecot.log()
+        assert imap.select("INBOX") == ("OK", [b"1"])
+        typ, data = imap.fetch("1", "(BODY[])")
+        assert b"delivered by the master" in data[0][1] and b"Delivered-To: " + login.encode() in data[0][1]
+        imap.logout()
+    finally:
+        dovecot.stop()
+        master.stop()
+        shutil.rmtree(base, ignore_errors=True)
