@@ -63,8 +63,9 @@ def drop_privileges(user):
 class Arbiter:
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM, signal.SIGCHLD)
 
-    def __init__(self, roles, grace=GRACE):
+    def __init__(self, roles, grace=GRACE, on_hup=None):
         self.roles = {r.name: r for r in roles}
+        self.on_hup = on_hup      # the master's own re-reading on SIGHUP, before the children's
         self.grace = grace
         self.children = {}        # pid -> (role name, index, start time)
         self.wanted = {}          # role name -> count
@@ -120,6 +121,8 @@ class Arbiter:
         self.stopping = True
 
     def handle_hup(self):
+        if self.on_hup is not None:
+            self.on_hup()
         self.recount()
         self.signal_children(signal.SIGHUP, lambda role: True)
         self.retire_extra()

@@ -128,6 +128,11 @@ def read_list(name, default=None, home=None):
     return _list(path(name, home), default)
 
 
+def read_file_list(p, default=None):
+    """control_readfile() on a file outside control/ (users/include, users/exclude ...)."""
+    return _list(p, default)
+
+
 def read_int(name, default, home=None):
     """Decimal int (leading digits, like scan_ulong); `default` when missing or without a leading
     digit (logged once, as qmail silently did); above INT_MAX is an error."""

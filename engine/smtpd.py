@@ -128,7 +128,7 @@ class Session:
         self.remoteip = env.get("TCPREMOTEIP", "unknown")
         self.remotehost = env.get("TCPREMOTEHOST", "unknown")
         self.remoteinfo = env.get("TCPREMOTEINFO")
-        self.local = env.get("TCPLOCALHOST") or env.get("TCPLOCALIP") or "unknown"
+        self.local = env.get("TCPLOCALHOST", env.get("TCPLOCALIP", "unknown"))  # set but empty stays empty, as in C
         self.relayok = env.get("RELAYCLIENT")
         self.relayclient = self.relayok
         self.databytes = env.number("DATABYTES", controls.databytes) if env.flag("DATABYTES") \
@@ -483,13 +483,14 @@ class Session:
             result = await self.s.submit(head + body, self.mailfrom, self.rcpts, self.queue_env(),
                                          self.env.get("QMAILQUEUE"))
         except OSError:
-            return await self.reject(R_QQT)
+            return self.reply(R_QQT)
+        # the queue's own answers keep the session under SMTP550DISCONNECT, as in qmail-smtpd.c
         if result.startswith("K"):
             self.reply(f"250 ok {int(time.time())} qp {os.getpid()} by {self.c.me}\r\n".encode())
         elif result.startswith("D"):
-            await self.reject(b"554 " + result[1:].encode() + b"\r\n")
+            self.reply(b"554 " + result[1:].encode() + b"\r\n")
         else:
-            await self.reject(b"451 " + result[1:].encode() + b"\r\n")
+            self.reply(b"451 " + result[1:].encode() + b"\r\n")
 
     def queue_env(self):
         """What qmail-smtpd exports to a $QMAILQUEUE program."""

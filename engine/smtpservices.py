@@ -13,7 +13,7 @@ import ipaddress
 import os
 import ssl
 
-from engine import execcheck, qdns, qq, queue
+from engine import execcheck, qdns, qq, queue, queued
 
 CIPHERS = {  # libtls names qmail-ldap accepts, as OpenSSL cipher strings
     "secure": "ECDHE+AESGCM:ECDHE+CHACHA20", "default": "ECDHE+AESGCM:ECDHE+CHACHA20",
@@ -28,7 +28,8 @@ class Services:
         self._my_ips = None
         self._tls = {}
         # in a root installation the workers run as qmaild and the queue belongs to qmailq:
-        # then messages go through bin/qmail-queue (setuid qmailq), as qmail-smtpd's do
+        # then messages go to the master's qmail-queue service (engine.queued), which runs as
+        # qmailq, or through bin/qmail-queue (setuid qmailq) as qmail-smtpd's do
         queue = os.path.join(home, "queue")
         self.in_process = all(os.access(os.path.join(queue, d), os.W_OK) for d in ("pid", "intd", "todo"))
 
@@ -45,7 +46,10 @@ class Services:
             env = {**os.environ, **(extra_env or {})}
             if qmailqueue:
                 env["QMAILQUEUE"] = qmailqueue
-            text = await loop.run_in_executor(None, lambda: qq.submit(message, sender, recipients, env=env))
+                send = lambda: qq.submit(message, sender, recipients, env=env)  # noqa: E731
+            else:  # the master's qmail-queue service, else the setuid program
+                send = lambda: queued.submit(message, sender, recipients, self.home, env)  # noqa: E731
+            text = await loop.run_in_executor(None, send)
             return text or "K"
         try:
             # the fsyncs run in a thread so the worker's other sessions go on meanwhile

@@ -13,8 +13,10 @@ The master takes lock/sendmutex (a second instance on the same queue exits
 0600: only the scheduler may ask for deliveries), then runs the arbiter
 (engine.arbiter) with the roles: qmail-send and qmail-todo as qmails,
 qmail-clean as qmailq, the local pool (concurrencylocal workers, capped by
-conf-spawn) as root, qmail-rspawn as qmailr. A single-user instance (queue
-not owned by qmailq) runs everything as the invoking user.
+conf-spawn) as root, qmail-rspawn as qmailr, and qmail-queue as qmailq: the
+queue service (engine.queued) the network servers, running as qmaild, hand
+their messages to. A single-user instance (queue not owned by qmailq) runs
+everything as the invoking user, and its servers write the queue themselves.
 """
 
 import fcntl
@@ -24,10 +26,11 @@ import socket
 import subprocess
 import sys
 
-from engine import conf, control, hier
+from engine import conf, control, hier, queued
 from engine.arbiter import Arbiter, Role, log
 
 SOCKETS = ("lspawn", "rspawn", "clean", "send")
+NET_SERVICES = {"smtp": "qmail-smtpd", "qmtp": "qmail-qmtpd"}
 
 
 def socket_path(home, name):
@@ -98,14 +101,15 @@ def roles(home, aliasempty, listeners):
              count=lambda: local_pool_size(home)),
         Role("qmail-rspawn", lambda i: rspawn.run_rspawn(home, listeners["rspawn"]),
              user=as_user(conf.USER_REMOTE)),
-    ]
+    ] + ([Role("qmail-queue", lambda i: queued.run_service(home, listeners["queue"]),
+               user=conf.USER_QUEUE)] if "queue" in listeners else [])
 
 
 def listener_roles(home, separate):
     """SMTP and QMTP workers for the services that have a control/<service>listen file."""
     from engine import tcpserver
     out = []
-    for service, program in (("smtp", "qmail-smtpd"), ("qmtp", "qmail-qmtpd")):
+    for service, program in NET_SERVICES.items():
         socks = tcpserver.bind_listeners(home, service)
         if not socks:
             continue
@@ -143,14 +147,31 @@ def main(argv=None):
         log("alert: cannot start: qmail-send is already running on this queue")
         return 111
     listeners = {name: make_listener(home, name, conf.SPAWN) for name in SOCKETS}
+    separate = os.getuid() == 0 and not hier.is_single_user(home)
+    if separate:  # the network servers (qmaild) cannot write the queue themselves
+        try:
+            listeners["queue"] = queued.make_listener(home, conf.SPAWN)
+        except OSError as e:  # its name is taken: the servers use bin/qmail-queue instead
+            log(f"alert: qmail-queue service not started: {e.strerror}")
     os.chdir(home)
     log(f"status: qmail-start in {home}, default delivery {aliasempty}")
-    separate = os.getuid() == 0 and not hier.is_single_user(home)
     queue_roles, net_roles = roles(home, aliasempty, listeners), listener_roles(home, separate)
     from engine import pop3pool
     net_roles += [r for r in (pop3pool.role(home, aliasempty, separate),) if r]
     keep_apart(queue_roles, net_roles, listeners)
-    return Arbiter(queue_roles + net_roles).run()
+    compile_rules(home)
+    return Arbiter(queue_roles + net_roles, on_hup=lambda: compile_rules(home)).run()
+
+
+def compile_rules(home):
+    """control/<service>rules into its cdb as the master's user: workers running as qmaild cannot."""
+    from engine import tcpserver
+    old = os.umask(0o022)  # the workers must be able to read the cdb
+    try:
+        for service in NET_SERVICES:
+            tcpserver.compile_rules(home, service)
+    finally:
+        os.umask(old)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,9 @@ class Rules:
                 tcprules.compile_rules(f.read(), self.cdb_path, self.cdb_path + f".tmp{os.getpid()}")
         except tcprules.RuleError as e:
             log(f"alert: {self.text}: {e}; keeping the old rules")
+        except OSError as e:  # a worker running as qmaild cannot write control/: the master compiles on HUP
+            log(f"alert: {self.text}: cannot compile to {self.cdb_path}: {e.strerror}; keeping the old rules "
+                f"until qmail-start gets a HUP")
         finally:
             os.close(lock)
 
@@ -135,7 +138,7 @@ class Worker:
         try:
             await self.serve(reader, writer, ip, peer[1], sockname)
         except (ConnectionError, OSError):
-            pass
+            writer.close()
         except Exception as e:  # a bug ends this session only, never the worker's others
             log(f"alert: {self.service} session from {ip}: {type(e).__name__}: {e}")
             writer.close()
@@ -165,6 +168,11 @@ class Worker:
     async def main(self):
         servers = [await asyncio.start_server(self.handle, sock=s, limit=1 << 20) for s in self.listeners]
         await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+def compile_rules(home, service):
+    """Bring control/<service>rules.cdb up to date with the text (the master does it as root)."""
+    Rules(home, service).refresh()
 
 
 def run_worker(home, service, index, listeners, limits):

@@ -37,9 +37,9 @@ def test_each_role_runs_as_its_user(root_home):
         f.write("3\n")
     m = Master(root_home).start()
     try:
-        m.wait_for(lambda: len(m.children()) >= 4 + 3 + 2, 20, "all roles started")
+        m.wait_for(lambda: len(m.children()) >= 5 + 3 + 2, 20, "all roles started")
         uids = sorted(p.uids().real for p in m.children() if p.ppid() == m.proc.pid)
-        want = sorted([uid(conf.USER_SEND)] * 2 + [uid(conf.USER_QUEUE), uid(conf.USER_REMOTE)]
+        want = sorted([uid(conf.USER_SEND)] * 2 + [uid(conf.USER_QUEUE)] * 2 + [uid(conf.USER_REMOTE)]
                       + [0] * 3 + [uid(conf.USER_DAEMON)] * 2)
         assert uids == want
         for p in m.children():
@@ -95,14 +95,18 @@ def test_setuid_qmail_queue_and_delivery_as_the_user(root_home, tmp_path):
         m.stop()
 
 
-def test_smtp_as_qmaild_queues_through_setuid_qmail_queue(root_home):
-    """The SMTP workers run as qmaild, which cannot write the queue: mail goes in via bin/qmail-queue."""
+@pytest.mark.parametrize("program_usable", [True, False])
+def test_smtp_as_qmaild_queues_through_the_queue_service(root_home, program_usable):
+    """The SMTP workers run as qmaild, which cannot write the queue: mail goes to the master's
+    qmail-queue service (running as qmailq), so it gets in even with bin/qmail-queue unusable."""
     import smtplib
     port = free_port()
     with open(os.path.join(root_home, "control", "smtplisten"), "w") as f:
         f.write(f"127.0.0.1:{port}\n")
     with open(os.path.join(root_home, "control", "rcpthosts"), "w") as f:
         f.write("priv.example.test\n")
+    if not program_usable:
+        os.chmod(os.path.join(root_home, "bin", "qmail-queue"), 0)
     m = Master(root_home).start()
     try:
         for _ in range(100):
@@ -114,5 +118,38 @@ def test_smtp_as_qmaild_queues_through_setuid_qmail_queue(root_home):
                 time.sleep(0.1)
         m.wait_for(lambda: "new msg " in m.log(), 20, "the message reached the queue")
         assert "from <a@remote.test> qp " in m.log() and f" uid {uid(conf.USER_DAEMON)}\n" in m.log()
+    finally:
+        m.stop()
+
+
+def test_master_compiles_the_rules_its_qmaild_workers_read(root_home):
+    """control/smtprules is compiled by the master (root) at start and on HUP: the workers, as
+    qmaild, may not write control/, yet a rule written there is what they obey."""
+    import signal
+    import smtplib
+    port = free_port()
+    control = os.path.join(root_home, "control")
+    with open(os.path.join(control, "smtplisten"), "w") as f:
+        f.write(f"127.0.0.1:{port}\n")
+    with open(os.path.join(control, "smtprules"), "w") as f:
+        f.write("127.0.0.1:deny\n")
+    m = Master(root_home).start()
+    try:
+        m.wait_for(lambda: os.path.exists(os.path.join(control, "smtprules.cdb")), 20, "rules compiled")
+        assert os.stat(os.path.join(control, "smtprules.cdb")).st_mode & 0o044 == 0o044
+        time.sleep(1)
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            smtplib.SMTP("127.0.0.1", port, timeout=10)
+        with open(os.path.join(control, "smtprules"), "w") as f:
+            f.write("127.0.0.1:allow,RELAYCLIENT=\"\"\n")
+        m.proc.send_signal(signal.SIGHUP)
+
+        def greets():
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+                    return c.noop()[0] == 250
+            except smtplib.SMTPServerDisconnected:
+                return False
+        m.wait_for(greets, 20, "the new rules after HUP")
     finally:
         m.stop()

@@ -361,3 +361,43 @@ def test_listener_sees_a_control_edit_at_the_next_connection(home):
     assert "bad@spam.test" in cache.get().badmailfrom
     write(home, "badmailfrom", "other@spam.test\n")  # same size, maybe the same second
     assert "other@spam.test" in cache.get().badmailfrom
+
+
+# ---------------------------------------------------------------------------------------------- 5.3.4 DATA
+
+def queue_program(home, exit_code):
+    path = os.path.join(home, f"qq-exit-{exit_code}")
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\ncat >/dev/null\nexit {exit_code}\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+def send_message(d):
+    assert d.cmd("MAIL FROM:<a@remote.test>") == "250 ok"
+    assert d.cmd("RCPT TO:<x1@example.test>") == "250 ok"
+    assert d.cmd("DATA").startswith("354 ")
+    return d.cmd("Subject: t\r\n\r\nbody\r\n.")
+
+
+@pytest.mark.parametrize("code,reply", [(31, "554 "), (71, "451 ")])
+def test_queue_refusal_keeps_the_session_under_smtp550disconnect(home, smtpd, code, reply):
+    """qmail-smtpd.c answers the queue's D/Z text and returns; only the protocol refusals disconnect."""
+    d = smtpd(SMTP550DISCONNECT="", QMAILQUEUE=queue_program(home, code))
+    assert send_message(d).startswith(reply)
+    assert d.cmd("NOOP") == "250 ok"
+
+
+def test_empty_tcplocalhost_is_not_replaced_by_the_ip(home, run):
+    """TCPLOCALHOST set but empty is used as it is (env_get), so the Received line says `by  (qmail-ldap`."""
+    saved = os.path.join(home, "saved")
+    qq = os.path.join(home, "qq-save")
+    with open(qq, "w") as f:
+        f.write(f"#!/bin/sh\ncat >{saved}\nexit 0\n")
+    os.chmod(qq, 0o755)
+    d = run({"TCPLOCALHOST": "", "QMAILQUEUE": qq}).dialogue()
+    assert d.read_reply().startswith("220 ")
+    assert send_message(d).startswith("250 ok")
+    with open(saved, "rb") as f:
+        header = f.read().split(b"\n\n")[0]
+    assert b"\n          by  (qmail-ldap-1.03) with SMTP\n" in header
