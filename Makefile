@@ -18,6 +18,8 @@ DEBS += $(shell cat tests/debian-packages.txt 2>/dev/null | sed 's/#.*//')
 DEBS += postfix-ldap strace
 # tests/test_pop3pool.py: a real POP3 client against the master's POP3 pool
 DEBS += fetchmail
+# tests/test_authdovecot.py, tests/test_authimap.py: a throwaway Dovecot using auth_dovecot as its passdb
+DEBS += dovecot-imapd dovecot-pop3d
 
 .PHONY: all test debs venv build setup check bench bench-kernels run clean
 
