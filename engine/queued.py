@@ -21,6 +21,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 from engine import conf, qq, queue
 
@@ -51,7 +52,13 @@ def run_service(home, listener):
     """Arbiter target: one thread per connection (fsyncs release the GIL, so messages overlap)."""
     os.umask(0o033)
     while True:
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            if listener.fileno() < 0:  # closed: the service ends
+                return 0
+            time.sleep(0.1)  # e.g. out of descriptors: the callers wait, nothing is lost
+            continue
         threading.Thread(target=_serve_and_close, args=(conn, home), daemon=True).start()
 
 
