@@ -125,6 +125,28 @@ def check(environ, home=None, wait=WAIT):
         apply_reply(reply, ip, lines, environ)
 
 
+def enabled(home=None):
+    """POP-before-SMTP is configured for the master's SMTP listener: control/pbsservers lists a server."""
+    try:
+        return bool(pbs.servers(home))
+    except pbs.ConfigError:
+        return False
+
+
+def relay_env(env, home=None):
+    """The master's SMTP listener's pbscheck: the variables to add to a session's environment (str)
+    when a pbsdbd says its $TCPREMOTEIP logged in, else {}. Misconfiguration is logged, not answered:
+    the session goes on without relaying, as pbscheck's exec of qmail-smtpd does on any trouble."""
+    environ = {b"TCPREMOTEIP": env.get("TCPREMOTEIP", "").encode()}
+    try:
+        check(environ, home)
+    except Refused as e:
+        sys.stderr.write(f"{e.text}\n")
+        return {}
+    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+            for k, v in environ.items() if k != b"TCPREMOTEIP"}
+
+
 def refuse(reply, text):
     sys.stdout.write(reply + "\r\n")
     sys.stdout.flush()

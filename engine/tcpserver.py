@@ -25,7 +25,7 @@ import socket
 import stat
 import sys
 
-from engine import conf, control, smtppolicy, tcprules
+from engine import conf, control, pbscheck, smtppolicy, tcprules
 from engine.arbiter import log
 from engine.connlimit import ConnLimits
 from engine.qmqpd import Session as QmqpSession
@@ -165,6 +165,9 @@ class Worker:
         if host:
             env["TCPREMOTEHOST"] = host
         env.update(decision.env)
+        if self.service == "smtp" and "RELAYCLIENT" not in env and pbscheck.enabled(self.home):
+            # POP-before-SMTP, what `pbscheck qmail-smtpd` does under tcpserver
+            env.update(await asyncio.get_running_loop().run_in_executor(None, pbscheck.relay_env, env, self.home))
         await self.session_class(reader, writer, env, controls, self.services).run()
 
     async def main(self):

@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 from engine import pbs, pbsadd, pbscheck, pbsdbd
 from support.pbs import IP, program, query, start_pbsdbd, stop, udp_port
+from support.master import Master
 from support.ports import free_port
 
 SECRET = b"s3cret"
@@ -321,6 +322,31 @@ def test_pop_before_smtp_lets_qmail_smtpd_relay(daemon, pbshome, smtp_with_pbsch
     assert run([program("pbsadd")], home, TCPREMOTEIP="127.0.0.1").returncode == 0
     time.sleep(0.2)
     assert relays(smtp_with_pbscheck)
+
+
+def test_the_masters_smtp_listener_asks_pbsdbd_too(daemon, pbshome):
+    """With control/pbsservers set, the built-in listener does pbscheck's query for each connection."""
+    home, _ = pbshome
+    write_control(home, "rcpthosts", "example.test\n")
+    port = free_port()
+    write_control(home, "smtplisten", f"127.0.0.1:{port}\n")
+    m = Master(home).start()
+    try:
+        m.wait_for(lambda: _listening(port), 20, "the SMTP listener")
+        assert not relays(port)
+        assert run([program("pbsadd")], home, TCPREMOTEIP="127.0.0.1").returncode == 0
+        time.sleep(0.2)
+        assert relays(port)
+    finally:
+        m.stop()
+
+
+def _listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 # -- property: whatever pbsadd sends, pbsdbd stores and pbscheck sets the same variables -------------
