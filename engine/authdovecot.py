@@ -85,10 +85,7 @@ def login(pbstool, args, settings=None, fd=3):
     cp.apply_env(os.environ, creds.env())
     cp.apply_env(os.environ, proxy_env(creds) if creds.forwarder else userdb_env(creds))
     cp.run_pbstool(pbstool)
-    try:
-        os.execvp(args[0], args)
-    except OSError as e:
-        raise cp.AuthError(cp.EXEC, f"{args[0]}: {e.strerror}") from e
+    cp.exec_next(args)
 
 
 def main(argv=None):

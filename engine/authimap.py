@@ -47,25 +47,6 @@ class HandOn(Exception):
     """Not ours (another type, unknown user): the next module gets the data."""
 
 
-def read_fd(fd=3):
-    """The raw authentication data; AuthError 111 when it is 1024 bytes or more."""
-    data = b""
-    while True:
-        try:
-            chunk = os.read(fd, UP_LEN - len(data))
-        except InterruptedError:
-            continue
-        except OSError as e:
-            raise cp.AuthError(cp.TEMPORARY, f"fd {fd}: {e.strerror}") from e
-        if not chunk:
-            break
-        data += chunk
-        if len(data) >= UP_LEN:
-            raise cp.AuthError(cp.TEMPORARY, "authentication data too long")
-    os.close(fd)
-    return data
-
-
 def _fields(data, count):
     """The first `count` fields, each ended by a newline (or a NUL, as auth_imap.c's scan stops there)."""
     fields, pos = [], 0
@@ -100,10 +81,7 @@ def hand_on(data, args):
         os.dup2(r, 3)
         os.close(r)
     os.set_inheritable(3, True)
-    try:
-        os.execvp(args[0], args)
-    except OSError as e:
-        raise cp.AuthError(cp.EXEC, f"{args[0]}: {e.strerror}") from e
+    cp.exec_next(args)
 
 
 def fallback():
@@ -178,21 +156,14 @@ def parse_args(argv):
     return pbstool, args
 
 
-def exec_next(args):
-    try:
-        os.execvp(args[0], args)
-    except OSError as e:
-        raise cp.AuthError(cp.EXEC, f"{args[0]}: {e.strerror}") from e
-
-
 def login(argv, fd=3):
     """Everything up to an exec; returns the exit code when a forwarded session ends."""
     settings = cp.Settings.load()
     pbstool, args = parse_args(argv)
     if os.environ.get("AUTHENTICATED"):
-        exec_next(args)
+        cp.exec_next(args)
     reap_children()
-    data = read_fd(fd)
+    data = cp.read_fd(fd, UP_LEN)
     try:
         user, password = parse(data)
         creds = cp.authenticate(user.decode("utf-8", "surrogateescape"), password, settings)
@@ -204,7 +175,7 @@ def login(argv, fd=3):
     cp.apply_env(os.environ, creds.env())
     cp.prepare_home(creds, args[-1], settings.dirmaker)
     cp.run_pbstool(pbstool)
-    exec_next(args)
+    cp.exec_next(args)
 
 
 def reap_children():

@@ -36,20 +36,7 @@ COPY_SIZE = 8192
 
 def read_auth_data(fd=3):
     """(login, password) from the checkpassword fd; AuthError 25 when either is missing, 111 when too long."""
-    data = b""
-    while True:
-        try:
-            chunk = os.read(fd, UP_LEN - len(data))
-        except InterruptedError:
-            continue
-        except OSError as e:
-            raise cp.AuthError(cp.TEMPORARY, f"fd {fd}: {e.strerror}") from e
-        if not chunk:
-            break
-        data += chunk
-        if len(data) >= UP_LEN:
-            raise cp.AuthError(cp.TEMPORARY, "authentication data too long")
-    os.close(fd)
+    data = cp.read_fd(fd, UP_LEN)
     fields = data.split(b"\0")
     if len(fields) < 3:
         raise cp.AuthError(cp.BADENTRY, "login or password missing on fd 3")
@@ -162,10 +149,7 @@ def login(argv, settings=None, fd=3):
     cp.apply_env(os.environ, creds.env())
     cp.prepare_home(creds, args[-1], settings.dirmaker)
     cp.run_pbstool(pbstool)
-    try:
-        os.execvp(args[0], args)
-    except OSError as e:
-        raise cp.AuthError(cp.EXEC, f"{args[0]}: {e.strerror}") from e
+    cp.exec_next(args)
 
 
 def main(argv=None):

@@ -370,3 +370,30 @@ def connect_mailhost(host, port, my_ips=None):
         return socket.create_connection((ip, port), timeout=CONNECT_TIMEOUT)
     except OSError as e:
         raise AuthError(TEMPORARY, f"{host} ({ip}:{port}): {e}") from e
+
+
+def read_fd(fd, limit):
+    """All the authentication data on `fd` (closed afterwards); AuthError 111 when it reaches `limit` bytes."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, limit - len(data))
+        except InterruptedError:
+            continue
+        except OSError as e:
+            raise AuthError(TEMPORARY, f"fd {fd}: {e.strerror}") from e
+        if not chunk:
+            break
+        data += chunk
+        if len(data) >= limit:
+            raise AuthError(TEMPORARY, "authentication data too long")
+    os.close(fd)
+    return data
+
+
+def exec_next(args):
+    """Exec the next program of the chain; AuthError 7 when it cannot run."""
+    try:
+        os.execvp(args[0], args)
+    except OSError as e:
+        raise AuthError(EXEC, f"{args[0]}: {e.strerror}") from e

@@ -17,3 +17,12 @@ def qmailhome(tmp_path, monkeypatch):
     home = make_qmailhome(str(tmp_path / "qmail"))
     monkeypatch.setenv("QMAILHOME", home)
     return home
+
+
+@pytest.fixture
+def boxes():
+    """Mailboxes for test users (real uids, removed afterwards): tests/support/pop3.py."""
+    from support.pop3 import Mailboxes
+    b = Mailboxes()
+    yield b
+    b.close()

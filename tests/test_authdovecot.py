@@ -16,7 +16,7 @@ from engine import install
 from support.dovecot import Dovecot
 from support.master import Master
 from support.pbs import IP, program, query, start_pbsdbd, stop, udp_port
-from support.pop3 import Mailboxes, ldap_controls, pop_ids, put_message, write_control
+from support.pop3 import ldap_controls, pop_ids, put_message, write_control
 from support.slapd import slapd  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="Dovecot and the LDAP users' homes need root (CI is root)")
@@ -25,13 +25,6 @@ BIN = os.path.dirname(sys.executable)
 AUTH_DOVECOT = os.path.join(BIN, "auth_dovecot")
 SHOW = ("echo uid=$(id -u) cwd=$(pwd); for v in USER HOME MAILDIR MAILDIRQUOTA userdb_uid userdb_gid "
         "userdb_quota_rule userdb_mail proxy host; do eval echo $v=\\${$v-unset}; done; echo \"EXTRA=$EXTRA\"")
-
-
-@pytest.fixture
-def boxes():
-    b = Mailboxes()
-    yield b
-    b.close()
 
 
 @pytest.fixture

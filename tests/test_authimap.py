@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from support.dovecot import Dovecot
-from support.pop3 import Mailboxes, ldap_controls, pop_ids, put_message, write_control
+from support.pop3 import ldap_controls, pop_ids, put_message, write_control
 from support.qmailhome import make_qmailhome
 from support.slapd import slapd  # noqa: F401
 
@@ -25,13 +25,6 @@ NEXT = [sys.executable, "-c",
         "import os\ntry:\n    d = os.read(3, 4096)\nexcept OSError:\n    d = b'closed'\n"
         "print('next uid=%d AUTHENTICATED=%s fd3=%r' % (os.getuid(), os.environ.get('AUTHENTICATED', 'unset'), d))"]
 FALLBACK = {"AUTHARGC": "3", "AUTHARGV0": "/bin/sh", "AUTHARGV1": "-c", "AUTHARGV2": "echo fallback"}
-
-
-@pytest.fixture
-def boxes():
-    b = Mailboxes()
-    yield b
-    b.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from engine import checkpassword as cp
-from support.pop3 import CHAIN, Mailboxes, TcpServer, ldap_controls, pop_ids, put_message, write_control
+from support.pop3 import CHAIN, TcpServer, ldap_controls, pop_ids, put_message, write_control
 from support.qmailhome import make_qmailhome
 from support.slapd import slapd  # noqa: F401
 
@@ -18,13 +18,6 @@ pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="auth_pop must be root 
 
 SHOW = ("echo uid=$(id -u) gid=$(id -g) cwd=$(pwd); "
         "for v in USER AUTHENTICATED HOME MAILDIR MAILDIRQUOTA DATASIZE; do eval echo $v=\\${$v-unset}; done")
-
-
-@pytest.fixture
-def boxes():
-    b = Mailboxes()
-    yield b
-    b.close()
 
 
 @pytest.fixture

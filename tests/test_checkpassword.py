@@ -5,15 +5,8 @@ import os
 import pytest
 
 from engine import checkpassword as cp
-from support.pop3 import Mailboxes, ldap_controls, pop_ids, write_control
+from support.pop3 import ldap_controls, pop_ids, write_control
 from support.slapd import slapd  # noqa: F401
-
-
-@pytest.fixture
-def boxes():
-    b = Mailboxes()
-    yield b
-    b.close()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from engine import install
 from support.master import Master
-from support.pop3 import Mailboxes, ldap_controls, pop_ids, put_message, write_control
+from support.pop3 import ldap_controls, pop_ids, put_message, write_control
 from support.ports import free_port
 from support.slapd import slapd  # noqa: F401
 
@@ -35,13 +35,6 @@ def root_home(slapd):  # noqa: F811
     write_control(home, "rcpthosts", f"{DOMAIN}\n")
     yield home
     shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def boxes():
-    b = Mailboxes()
-    yield b
-    b.close()
 
 
 def listen(home, service):
