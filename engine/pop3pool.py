@@ -31,7 +31,7 @@ import os
 import signal
 
 from engine import checkpassword as cp
-from engine import authpop, control, pop3d, popup
+from engine import authpop, control, pbsadd, pbscheck, pop3d, popup
 from engine.arbiter import log
 from engine.pop3io import TIMEOUT
 
@@ -44,12 +44,24 @@ def maildir_argument(aliasempty):
     return aliasempty if aliasempty and aliasempty.endswith("/") else DEFAULT_MAILDIR
 
 
+def register_login(env, home):
+    """POP-before-SMTP: what `auth_pop -d pbsadd` does, when control/pbsservers lists a pbsdbd."""
+    if "NOPBS" in env or not pbscheck.enabled(home):
+        return
+    try:
+        pbsadd.register({k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
+                         for k, v in env.items()}, home)
+    except pbsadd.Refused as e:
+        log(f"warning: {PROGRAM}: pbsadd {e}")
+
+
 def session(fd, pending, user, password, env, home, maildir, separate):
     """The forked child: auth_pop then qmail-pop3d on the socket `fd`; returns the exit code."""
     try:
         settings = cp.Settings.load(home)
         creds = cp.authenticate(user.decode("utf-8", "surrogateescape"), password, settings)
         if creds.forwarder:
+            register_login(env, home)  # before relaying, so the whole cluster knows the client
             if separate:
                 cp.drop_privileges(*cp.forwarding_ids())
             sock = authpop.forward_login(creds.forwarder, user, password)
@@ -59,6 +71,7 @@ def session(fd, pending, user, password, env, home, maildir, separate):
             cp.drop_privileges(creds.uid, creds.gid)
         cp.apply_env(env, creds.env())
         cp.prepare_home(creds, maildir, settings.dirmaker)
+        register_login(env, home)
     except cp.AuthError as e:
         if e.code != cp.BADPASS:
             log(f"warning: {PROGRAM}: login {user.decode('utf-8', 'replace')!r} refused ({e.code}): {e}")

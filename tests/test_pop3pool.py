@@ -192,3 +192,36 @@ def test_pop3listen_worker_count_and_rules(root_home, slapd, boxes):  # noqa: F8
         assert "qmail-popup listening on 127.0.0.1:" in m.log()
     finally:
         m.stop()
+
+
+def test_a_pop3_login_lets_the_client_relay(root_home, slapd, boxes):  # noqa: F811
+    """POP-before-SMTP with both pools in the master: the POP3 login registers the client with
+    pbsdbd (as `auth_pop -d pbsadd`), and the SMTP listener then lets it relay."""
+    from support.pbs import start_pbsdbd, stop, udp_port
+    login, _ = boxes.user(slapd)
+    udp = udp_port()
+    for name, text in (("pbsip", "127.0.0.1"), ("pbsport", str(udp)), ("pbssecret", "s3cret"),
+                       ("pbsservers", "127.0.0.1")):
+        write_control(root_home, name, text + "\n")
+    daemon = start_pbsdbd(root_home, udp)
+    smtp_port, pop_port = listen(root_home, "smtp"), listen(root_home, "pop3")
+    m = Master(root_home).start()
+
+    def relays():
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=20) as c:
+            try:
+                c.sendmail("sender@remote.test", ["friend@elsewhere.test"], "Subject: pbs\r\n\r\nhi\r\n")
+                return True
+            except smtplib.SMTPRecipientsRefused:
+                return False
+    try:
+        smtp_send(smtp_port, f"{login}@{DOMAIN}", "Subject: wake\r\n\r\nx\r\n")  # waits for the listener
+        assert not relays()
+        pop = connect(pop_port)
+        pop.user(login)
+        pop.pass_("secret")
+        pop.quit()
+        m.wait_for(relays, 10, "relaying after the POP3 login")
+    finally:
+        m.stop()
+        stop(daemon)
