@@ -34,7 +34,7 @@ module of the chain the administrator configured.
 import os
 import sys
 
-from engine import authpop, sgetopt
+from engine import authpop
 from engine import checkpassword as cp
 
 UP_LEN = 1024          # auth_up: the data on fd 3 must be shorter
@@ -144,13 +144,7 @@ def forward(creds, user, password, pbstool):
 
 
 def parse_args(argv):
-    g = sgetopt.getopt([b"auth_imap"] + [os.fsencode(a) for a in argv], b"d:", "auth_imap")
-    pbstool = None
-    for opt, arg in g:
-        if opt == b"?":
-            raise cp.AuthError(cp.CONF, "usage: auth_imap [-d pbstool] program ...")
-        pbstool = os.fsdecode(arg)
-    args = [os.fsdecode(a) for a in g.rest()]
+    pbstool, args = cp.parse_pbstool_args("auth_imap", argv, "usage: auth_imap [-d pbstool] program ...")
     if not args:
         raise cp.AuthError(cp.CONF, "no next program")
     return pbstool, args

@@ -24,7 +24,6 @@ import socket
 import sys
 
 from engine import checkpassword as cp
-from engine import sgetopt
 
 UP_LEN = 513          # auth_up: login, password and timestamp together must be shorter
 PORT_POP3 = 110
@@ -125,13 +124,7 @@ def forward(creds, password, pbstool):
 
 def parse_args(argv):
     """(pbs tool or None, the subprogram's argv); a bad option is a configuration error (1)."""
-    g = sgetopt.getopt([b"auth_pop"] + [os.fsencode(a) for a in argv], b"d:", "auth_pop")
-    pbstool = None
-    for opt, arg in g:
-        if opt == b"?":
-            raise cp.AuthError(cp.CONF, "usage: auth_pop [-d pbstool] subprogram ...")
-        pbstool = os.fsdecode(arg)
-    return pbstool, [os.fsdecode(a) for a in g.rest()]
+    return cp.parse_pbstool_args("auth_pop", argv, "usage: auth_pop [-d pbstool] subprogram ...")
 
 
 def login(argv, settings=None, fd=3):

@@ -34,7 +34,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 
-from engine import conf, control, passwd, qldap
+from engine import conf, control, passwd, qldap, sgetopt
 
 # auth_pop's exit codes (auth_pop.c auth_error; qmail-popup.c's table)
 CONF, UNREACHABLE, BADPASS, BADENTRY, DISABLED, BADCLUSTER = 1, 2, 3, 25, 4, 5
@@ -397,3 +397,15 @@ def exec_next(args):
         os.execvp(args[0], args)
     except OSError as e:
         raise AuthError(EXEC, f"{args[0]}: {e.strerror}") from e
+
+
+def parse_pbstool_args(program, argv, usage):
+    """auth_mod.c's command line: `-d pbstool`, then the next program's argv; (pbstool or None, argv).
+    A bad option is a configuration error (1)."""
+    g = sgetopt.getopt([program.encode()] + [os.fsencode(a) for a in argv], b"d:", program)
+    pbstool = None
+    for opt, arg in g:
+        if opt == b"?":
+            raise AuthError(CONF, usage)
+        pbstool = os.fsdecode(arg)
+    return pbstool, [os.fsdecode(a) for a in g.rest()]
