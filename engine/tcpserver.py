@@ -139,11 +139,11 @@ class Worker:
         try:
             await self.serve(reader, writer, ip, peer[1], sockname)
         except (ConnectionError, OSError):
-            writer.close()
+            pass
         except Exception as e:  # a bug ends this session only, never the worker's others
             log(f"alert: {self.service} session from {ip}: {type(e).__name__}: {e}")
-            writer.close()
         finally:
+            writer.close()  # whatever happened, the client is not left waiting for a greeting
             if self.limits is not None:
                 self.limits.release(self.index, ip)
 
