@@ -79,8 +79,8 @@ def _stdin_chunks(fatal):
 def reinject(sender, recipients, fatal):
     """$DTLINE + stdin into the queue from `sender` to `recipients`; the queue program's pid.
     The queue's D answer exits 100, Z exits 111, each with its text."""
-    dtline = required_env("DTLINE", fatal).encode("utf-8", "surrogateescape")
     enc = lambda s: s.encode("utf-8", "surrogateescape")  # noqa: E731
+    dtline = enc(required_env("DTLINE", fatal))
     try:
         result, qp = qq.submit_with_qp(itertools.chain([dtline], _stdin_chunks(fatal)), enc(sender), [enc(r) for r in recipients])
     except OSError as e:
