@@ -12,10 +12,11 @@ import subprocess
 import tempfile
 import time
 
+import psutil
 import pytest
 
 from engine import install
-from support.master import Master
+from support.master import Master, tcp_connections
 from support.pop3 import ldap_controls, pop_ids, put_message, write_control
 from support.ports import free_port
 from support.slapd import slapd  # noqa: F401
@@ -73,8 +74,16 @@ def files(maildir):
 
 def pop_sessions(m, port, uid):
     """Processes of the master's tree running as `uid` that hold a connection to the POP3 port."""
-    return [p for p in m.children() if p.uids().real == uid
-            and any(c.laddr and c.laddr.port == port and c.raddr for c in p.net_connections("tcp"))]
+    found = []
+    for p in m.children():
+        try:
+            if p.uids().real != uid:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        if any(c.laddr and c.laddr.port == port and c.raddr for c in tcp_connections(p)):
+            found.append(p)
+    return found
 
 
 def test_smtp_in_pop3_out_with_poplib_and_fetchmail(root_home, slapd, boxes, tmp_path):  # noqa: F811

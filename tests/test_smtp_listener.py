@@ -8,7 +8,7 @@ import time
 import pytest
 
 from engine import cdb
-from support.master import Master
+from support.master import Master, tcp_connections
 from support.ports import free_port
 from support.smtpclient import Dialogue
 from support.users import make_users
@@ -119,16 +119,13 @@ def test_killed_worker_is_replaced_and_other_sessions_go_on(listener):
     m, port, _ = listener
     d = connect(port, source="127.0.0.4")
     assert d.read_reply().startswith("220 ")
-    workers = [p for p in m.children() if any(c.status == "LISTEN" and c.laddr.port == port
-                                              for c in p.net_connections("tcp"))]
+    workers = m.listeners(port)
     assert len(workers) == 2
-    mine = [p for p in workers if any(c.raddr and c.raddr.ip == "127.0.0.4" for c in p.net_connections("tcp"))]
+    mine = [p for p in workers if any(c.raddr and c.raddr.ip == "127.0.0.4" for c in tcp_connections(p))]
     victim = next(p for p in workers if p not in mine)
     victim.send_signal(signal.SIGKILL)
     assert d.cmd("NOOP") == "250 ok", "the session on the other worker carries on"
-    m.wait_for(lambda: len([p for p in m.children() if any(c.status == "LISTEN" and c.laddr.port == port
-                                                           for c in p.net_connections("tcp"))]) == 2, 15,
-               "the killed worker was replaced")
+    m.wait_for(lambda: len(m.listeners(port)) == 2, 15, "the killed worker was replaced")
     e = connect(port, source="127.0.0.5")
     assert e.read_reply().startswith("220 ")
 

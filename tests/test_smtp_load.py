@@ -6,7 +6,7 @@ import socket
 import time
 
 
-from support.master import Master
+from support.master import Master, tcp_connections
 from support.ports import free_port
 from support.users import make_users
 
@@ -47,7 +47,7 @@ async def run_all(port, sessions=SESSIONS):
 
 
 def workers(m):
-    return [p for p in m.children() if any(c.status == "LISTEN" for c in p.net_connections("tcp"))]
+    return [p for p in m.children() if any(c.status == "LISTEN" for c in tcp_connections(p))]
 
 
 def test_500_simultaneous_sessions(qmailhome, tmp_path):

@@ -9,6 +9,21 @@ import time
 import psutil
 
 
+def tcp_connections(p):
+    """p's TCP sockets, or none when p has just died: the tests kill workers and list the rest."""
+    try:
+        return p.net_connections("tcp")
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return []
+
+
+def cmdline(p):
+    try:
+        return p.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return []
+
+
 class Master:
     def __init__(self, home, aliasempty="./Maildir/", env=None):
         self.home = home
@@ -29,7 +44,7 @@ class Master:
         return self
 
     def _send_up(self):
-        return any("qmail-send" in " ".join(p.cmdline()) for p in self.children()) or \
+        return any("qmail-send" in " ".join(cmdline(p)) for p in self.children()) or \
             len(self.children()) >= 4
 
     def children(self):
@@ -37,6 +52,11 @@ class Master:
             return psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
+
+    def listeners(self, port):
+        """The children listening on TCP `port` (a worker killed a moment ago is skipped, not raised)."""
+        return [p for p in self.children()
+                if any(c.status == "LISTEN" and c.laddr.port == port for c in tcp_connections(p))]
 
     def log(self):
         """What this master (not an earlier one on the same home) has logged."""
