@@ -13,6 +13,8 @@ HUP = every child re-reads its control files (and pool sizes are
 recomputed); ALRM = forwarded to the roles that retry (qmail-send).
 """
 
+import ctypes
+import ctypes.util
 import errno
 import os
 import pwd
@@ -48,6 +50,18 @@ def log(text):
         os.write(1, f"{text}\n".encode("utf-8", "surrogateescape"))
     except OSError:
         pass
+
+
+_PR_SET_NAME = 15
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def set_process_name(name):
+    """The kernel's name for this process (ps -o comm, top, killall): qmail's program name.
+
+    Every role is a fork of one Python process, so without this ps shows the arbiter's
+    name for all of them; the kernel keeps at most 15 bytes."""
+    _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def drop_privileges(user):
@@ -173,6 +187,7 @@ class Arbiter:
             os.close(self._wake_w)
             for fd in role.close_fds:
                 os.close(fd)
+            set_process_name(role.name)
             drop_privileges(role.user)
             code = role.target(index)
         except SystemExit as e:

@@ -31,7 +31,7 @@ import subprocess
 import sys
 from collections import OrderedDict
 
-from engine import cdb, conf, control, forward, getpw, hier, local, maildir, qldap, spawn, users
+from engine import arbiter, cdb, conf, control, forward, getpw, hier, local, maildir, qldap, spawn, users
 
 QLX_USAGE, QLX_ROOT, QLX_NFS, QLX_NOALIAS, QLX_CDB, QLX_SYS, QLX_NOMEM = 112, 113, 115, 116, 117, 118, 119
 QLX_EXECSOFT, QLX_EXECHARD, QLX_EXECPW = 120, 126, 121
@@ -260,6 +260,7 @@ class UidHelper:
             parent.close()
             code = 0
             try:
+                arbiter.set_process_name("qmail-local")
                 os.setgroups([gid])
                 os.setgid(gid)
                 os.setuid(uid)

@@ -12,7 +12,12 @@ channel file is left, the bounce (if any) is injected, info/ is removed and
 qmail-clean removes mess/ and intd/.
 
 New messages come from qmail-todo (`DL<id>`, ... on the send socket); at
-start info/ is scanned so nothing preprocessed is forgotten. Signals: HUP
+start info/ is scanned so nothing preprocessed is forgotten. `F<id>` is a
+message with only local recipients to deliver straight from its envelope in
+todo/ (engine/todo.py): it lives in memory until every recipient has
+succeeded, then qmail-clean removes todo/ and mess/; the first deferral or
+failure writes info/ and local/ (durably, delivered recipients marked D)
+before todo/ goes, and from then on it is an ordinary queued message. Signals: HUP
 re-reads bouncemaxbytes, custombouncetext, locals, virtualdomains and (a
 difference from qmail) concurrencylocal/concurrencyremote, passes `H` to
 qmail-todo and the 0xBEEF message to the local pool; ALRM retries every
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 
 from engine import bounce, compiled, conf, control, hier, qq, spawn
 from engine.arbiter import log
-from engine.todo import Rewriter, _safe, syncfs
+from engine.todo import Rewriter, _safe, parse_envelope, records, syncfs, write_channel_files
 
 _scan = compiled.load("queuescan")
 LOCAL, REMOTE = 0, 1
@@ -59,6 +64,9 @@ class Job:
     pending: list = field(default_factory=list)  # (offset of the T byte, recipient) not yet started
     running: int = 0
     todo: int = 0          # recipients still undelivered after this pass
+    direct: list | None = None  # delivered from todo/: every (offset, recipient) of its local/ to be
+    done: set = field(default_factory=set)  # offsets delivered so far, while `direct`
+    birth: float = 0.0     # todo/'s mtime, info/'s when a direct job is preprocessed
 
 
 @dataclass
@@ -151,6 +159,13 @@ class Scheduler:
         self.queue_fd = None
         self.conns = ([], [])
         self.jobs = {}
+        self.direct = {}                # msgid -> Job delivered from todo/ (qmail-todo's F<id>)
+        # direct messages whose todo/ and mess/ qmail-clean has not yet removed: an F<id> for one of
+        # them comes from a restarted qmail-todo that read the old todo/ file, and taking it would
+        # have qmail-clean remove mess/<id> twice, the second time a new message's (inodes are reused)
+        self.removing = set()
+        self.retake = set()             # of those, ids qmail-todo handed over again: new messages
+        self.todo_going = set()         # ids whose todo/ qmail-clean is asked to remove
         self.delid = 0
         self.exiting = False
         self.sel = selectors.DefaultSelector()
@@ -193,7 +208,7 @@ class Scheduler:
     def pqadd(self, msgid):
         if not os.path.exists(hier.queue_file(self.queue, "info", msgid)):
             return
-        if os.path.exists(hier.queue_file(self.queue, "todo", msgid)):
+        if msgid not in self.todo_going and os.path.exists(hier.queue_file(self.queue, "todo", msgid)):
             return  # qmail-todo has not finished with it
         found = False
         for ch in (LOCAL, REMOTE):
@@ -208,6 +223,75 @@ class Scheduler:
                 heapq.heappush(self.pq[ch], (mtime, msgid))
         if not found:
             self.done.append(msgid)
+
+    def take_direct(self, msgid, now):
+        """`F<id>` from qmail-todo: schedule a local-only message from its envelope in todo/.
+
+        Every F is answered by one `R<id>` (send_release) once todo/<id> is gone or not ours to
+        take, after which qmail-todo may take the id for a new message."""
+        if msgid in self.direct or msgid in self.todo_going:
+            return  # a restarted qmail-todo again: our R<id> follows when todo/ is removed
+        if msgid in self.removing:
+            self.retake.add(msgid)  # a new message reusing the id: take it once mess/ is gone
+            return
+        if msgid in self.queued[LOCAL] or msgid in self.queued[REMOTE]:
+            self.send_release(msgid)
+            return
+        path = hier.queue_file(self.queue, "todo", msgid)
+        try:
+            birth = os.stat(path).st_mtime
+            with open(path, "rb") as f:
+                _, _, sender, recipients = parse_envelope(f.read())
+        except FileNotFoundError:
+            self.send_release(msgid)
+            return
+        except (OSError, ValueError) as e:
+            log(f"warning: trouble reading {path} ({e}); leaving it for the administrator")
+            return
+        addrs = [self.rewriter.rewrite(r) for r in recipients]
+        if any(ch != b"L" for ch, _ in addrs):  # locals changed under a HUP: preprocess it here
+            channels = {b"L": [a for ch, a in addrs if ch == b"L"], b"R": [a for ch, a in addrs if ch == b"R"]}
+            self.write_durably(msgid, sender, records(channels[b"L"]), records(channels[b"R"]), birth)
+            self.remove_todo(msgid)
+            self.pqadd(msgid)
+            return
+        job = Job(msgid, LOCAL, sender, self.next_retry(birth, LOCAL, now), False, direct=[], birth=birth)
+        offset = 0
+        for _, addr in addrs:
+            job.direct.append((offset, addr))
+            offset += len(addr) + 2
+        job.pending = list(job.direct)
+        job.todo = len(job.pending)
+        self.direct[msgid] = job
+        self.queued[LOCAL].add(msgid)
+        heapq.heappush(self.pq[LOCAL], (birth, msgid))
+
+    def remove_todo(self, msgid):
+        """qmail-clean removes todo/<id> of a message now in info/ (or done); qmail-todo hears R<id>."""
+        self.todo_going.add(msgid)
+        self.ask_clean(msgid, None, "todo")
+
+    def send_release(self, msgid):
+        if self.todo_conn is not None:
+            self.todo_conn.sendall(b"R" + str(msgid).encode() + b"\0")
+
+    def write_durably(self, msgid, sender, local, remote, birth):
+        """info/ and the channel files, fsynced, before qmail-clean is asked to remove todo/."""
+        for path in write_channel_files(self.queue, msgid, sender, local, remote, birth):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def preprocess_direct(self, job):
+        """A direct job meets its first deferral or failure: from now on it lives in info/ and local/."""
+        index = {offset: i for i, (offset, _) in enumerate(job.direct)}
+        local = records([a for _, a in job.direct], {index[o] for o in job.done})
+        self.write_durably(job.msgid, job.sender, local, b"", job.birth)
+        self.remove_todo(job.msgid)
+        del self.direct[job.msgid]
+        job.direct = None
 
     # --- scheduling -------------------------------------------------------------------
     def next_retry(self, birth, ch, now):
@@ -226,6 +310,8 @@ class Scheduler:
         return st.st_mtime, data[1:].split(b"\0", 1)[0]
 
     def open_job(self, ch, msgid, now):
+        if ch == LOCAL and msgid in self.direct:
+            return self.direct[msgid]
         path = hier.queue_file(self.queue, CHANNEL_DIRS[ch], msgid)
         try:
             birth, sender = self.birth_and_sender(msgid)
@@ -300,6 +386,8 @@ class Scheduler:
 
     def finish_one(self, d, letter, text, now):
         job = d.job
+        if job.direct is not None and letter != b"K":
+            self.preprocess_direct(job)
         if letter == b"Z" and job.dying:
             letter, text = b"D", text + DYING_TEXT
         if letter == b"K":
@@ -324,6 +412,9 @@ class Scheduler:
         The last recipient of a job is not marked: close_job unlinks the file next, and a crash
         before that unlink repeats the delivery just as a lost mark would."""
         job.todo -= 1
+        if job.direct is not None:
+            job.done.add(offset)
+            return
         if job.todo <= 0:
             return
         path = hier.queue_file(self.queue, CHANNEL_DIRS[job.channel], job.msgid)
@@ -353,6 +444,14 @@ class Scheduler:
 
     def close_job(self, job, now):
         ch = job.channel
+        if job.direct is not None:  # every recipient succeeded: nothing was ever preprocessed
+            del self.direct[job.msgid]
+            self.queued[ch].discard(job.msgid)
+            self.removing.add(job.msgid)
+            log(f"end msg {job.msgid}")
+            self.remove_todo(job.msgid)
+            self.ask_clean(job.msgid, None)
+            return
         if job.todo <= 0:
             path = hier.queue_file(self.queue, CHANNEL_DIRS[ch], job.msgid)
             try:
@@ -373,6 +472,8 @@ class Scheduler:
         """messdone(): inject the bounce, remove info/, ask qmail-clean for mess/ and intd/."""
         q = self.queue
         for kind in ("local", "remote", "todo"):
+            if kind == "todo" and msgid in self.todo_going:
+                continue  # qmail-clean removes it before the foop/ request that follows
             if os.path.exists(hier.queue_file(q, kind, msgid)):
                 return True
         if not os.path.exists(hier.queue_file(q, "info", msgid)):
@@ -384,21 +485,30 @@ class Scheduler:
         self.ask_clean(msgid, None)
         return True
 
-    def ask_clean(self, msgid, success_note):
-        """foop/<id> to qmail-clean without waiting: answers come in order and are read by on_clean."""
-        self.clean.sendall(f"foop/{msgid}".encode() + b"\0")
-        self.clean_waiting.append((msgid, success_note))
+    def ask_clean(self, msgid, success_note, kind="foop"):
+        """foop/<id> (or todo/<id>) to qmail-clean without waiting: answers come in order, read by on_clean."""
+        self.clean.sendall(f"{kind}/{msgid}".encode() + b"\0")
+        self.clean_waiting.append((kind, msgid, success_note))
 
     def on_clean(self):
         answers = self.clean.recv(4096)
         if not answers:
             raise ConnectionError("lost qmail-clean connection")
         for answer in answers:
-            msgid, success_note = self.clean_waiting.popleft()
+            kind, msgid, success_note = self.clean_waiting.popleft()
             if answer != ord("+"):
-                log(f"warning: qmail-clean unable to clean up foop/{msgid}")
+                log(f"warning: qmail-clean unable to clean up {kind}/{msgid}")
             elif success_note:
                 log(success_note)
+            if kind == "todo":
+                self.todo_going.discard(msgid)
+                if answer == ord("+"):  # else todo/ stays, and so does qmail-todo's hold on the id
+                    self.send_release(msgid)
+            elif msgid in self.removing:
+                self.removing.discard(msgid)
+                if msgid in self.retake:
+                    self.retake.discard(msgid)
+                    self.take_direct(msgid, self.clock())
 
     def inject_bounce(self, msgid):
         path = hier.queue_file(self.queue, "bounce", msgid)
@@ -506,7 +616,7 @@ class Scheduler:
             self.finish_one(d, b"Z", b"Delivery process died; will try again. (#4.3.0)", now)
         conn.slots.clear()
 
-    def on_todo(self):
+    def on_todo(self, now):
         data = self.todo_conn.recv(65536)
         if not data:
             self.sel.unregister(self.todo_conn)
@@ -518,6 +628,8 @@ class Scheduler:
         for line in lines:
             if line[:1] == b"D" and line[2:].isdigit():
                 self.pqadd(int(line[2:]))
+            elif line[:1] == b"F" and line[1:].isdigit():
+                self.take_direct(int(line[1:]), now)
             elif line[:1] == b"L":
                 log(_safe(line[1:]))
 
@@ -595,7 +707,7 @@ class Scheduler:
                 elif kind == "pool":
                     self.on_pool(obj, self.clock())
                 elif kind == "todo":
-                    self.on_todo()
+                    self.on_todo(self.clock())
                 elif kind == "clean":
                     self.on_clean()
                 elif kind == "listen":

@@ -13,9 +13,21 @@ first and then flushed with one syncfs(2) of the queue's filesystem
 (falling back to an fsync per file where syncfs is unavailable), so the
 per-message cost is the creates, not a flush each.
 
+First delivery straight from todo/: a message whose recipients are all
+local is not preprocessed into info/ and local/ at all. qmail-todo sends
+`F<id>` and qmail-send delivers from the envelope in todo/, which stays as
+the durable record until every recipient has succeeded (then todo/ and
+mess/ go); only when a delivery defers or fails does qmail-send write info/
+and local/ (marking the recipients already delivered) and remove todo/.
+That saves four file operations and a flush per message in the common
+case; a crash meanwhile repeats the deliveries (at least once, as qmail).
+
 Talks to qmail-send over the send socket: `DL<id>` / `DR<id>` / `DB<id>` /
-`DX<id>` NUL-terminated (local, remote, both, no recipients); qmail-send
-answers single bytes `H` (re-read control files) or `X` (exit).
+`DX<id>` NUL-terminated (local, remote, both, no recipients) and `F<id>`
+(deliver from todo/); qmail-send answers single bytes `H` (re-read
+control files) or `X` (exit), and `R<id>` once it had todo/<id> of an `F`
+removed: mess/ names are inode numbers, so the id may come back with a new
+message, which must not be taken for the one already handed over.
 Log lines (`new msg`, `info msg`) are written to stdout directly.
 """
 
@@ -131,6 +143,31 @@ def parse_envelope(data):
     return uid, pid, sender, recipients
 
 
+def records(addresses, done=()):
+    """A channel file's contents: `T<addr>\\0` per recipient, `D` for those in `done` (their indexes)."""
+    return b"".join((b"D" if i in done else b"T") + a + b"\0" for i, a in enumerate(addresses))
+
+
+def write_channel_files(queue, msgid, sender, local, remote, birth=None):
+    """Create info/<id> (mtime `birth` when given) and the non-empty local/ and remote/ files.
+
+    Returns the paths written; the caller makes them durable before todo/<id> goes."""
+    paths = []
+    for kind, data in (("info", b"F" + sender + b"\0"), ("local", local), ("remote", remote)):
+        if kind != "info" and not data:
+            continue
+        path = hier.queue_file(queue, kind, msgid)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            if kind == "info" and birth is not None:
+                os.utime(fd, (birth, birth))
+        finally:
+            os.close(fd)
+        paths.append(path)
+    return paths
+
+
 class Todo:
     def __init__(self, home, send_path, clean_path):
         self.home = home
@@ -139,6 +176,9 @@ class Todo:
         self.send = self._connect(send_path)
         self.clean = self._connect(clean_path)
         self.queue_fd = os.open(self.queue, os.O_RDONLY | os.O_DIRECTORY)
+        self.handed = set()  # ids qmail-send delivers from todo/: not to be preprocessed again
+        self.release = []    # ids qmail-send has removed from todo/ (its R<id>), to forget
+        self.send_buf = b""
 
     @staticmethod
     def _connect(path):
@@ -156,8 +196,8 @@ class Todo:
         """Ids waiting in todo/ (compiled scan: this runs over every queued message)."""
         return _scan.scan_split(self.queue, "todo")
 
-    def write_channel_files(self, msgid):
-        """info/local/remote for one message; returns (letter, paths written) or None if unreadable."""
+    def read_envelope(self, msgid):
+        """(uid, pid, sender, {b"L": [addr], b"R": [addr]}) of todo/<id>, or None when unreadable."""
         todo = hier.queue_file(self.queue, "todo", msgid)
         try:
             with open(todo, "rb") as f:
@@ -167,27 +207,30 @@ class Todo:
         except ValueError as e:
             log(f"warning: {todo}: malformed envelope ({e}); leaving it for the administrator")
             return None
-        channels = {b"L": bytearray(), b"R": bytearray()}
+        channels = {b"L": [], b"R": []}
         for r in recipients:
             ch, addr = self.rewriter.rewrite(r)
-            channels[ch] += b"T" + addr + b"\0"
-        paths = []
-        for kind, data in (("info", b"F" + sender + b"\0"), ("local", channels[b"L"]),
-                           ("remote", channels[b"R"])):
-            if kind != "info" and not data:
-                continue
-            path = hier.queue_file(self.queue, kind, msgid)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, bytes(data))
-            finally:
-                os.close(fd)
-            paths.append(path)
-        letter = {(True, True): b"B", (True, False): b"L", (False, True): b"R",
-                  (False, False): b"X"}[(bool(channels[b"L"]), bool(channels[b"R"]))]
+            channels[ch].append(addr)
+        return uid, pid, sender, channels
+
+    def log_new(self, msgid, uid, pid, sender):
         size = os.path.getsize(hier.queue_file(self.queue, "mess", msgid))
         log(f"new msg {msgid}")
         log(f"info msg {msgid}: bytes {size} from <{_safe(sender)}> qp {_safe(pid)} uid {_safe(uid)}")
+
+    def preprocess(self, msgid):
+        """b"F" (deliver from todo/), or (letter, channel files written), or None when unreadable."""
+        envelope = self.read_envelope(msgid)
+        if envelope is None:
+            return None
+        uid, pid, sender, channels = envelope
+        self.log_new(msgid, uid, pid, sender)
+        if channels[b"L"] and not channels[b"R"]:
+            return b"F"
+        paths = write_channel_files(self.queue, msgid, sender,
+                                    records(channels[b"L"]), records(channels[b"R"]))
+        letter = {(True, True): b"B", (True, False): b"L", (False, True): b"R",
+                  (False, False): b"X"}[(bool(channels[b"L"]), bool(channels[b"R"]))]
         return letter, paths
 
     def clean_todo(self, ids):
@@ -205,36 +248,79 @@ class Todo:
                 log(f"warning: qmail-clean unable to clean up todo/{i}")
 
     def process(self, ids):
+        """Preprocess the ids not yet handed to qmail-send for delivery from todo/."""
+        ids = [i for i in ids if i not in self.handed]
         for start in range(0, len(ids), BATCH):
             batch = ids[start:start + BATCH]
-            done, paths = [], []
+            done, paths, direct = [], [], []
             for msgid in batch:
-                result = self.write_channel_files(msgid)
-                if result:
+                result = self.preprocess(msgid)
+                if result == b"F":
+                    direct.append(msgid)
+                elif result:
                     done.append((msgid, result[0]))
                     paths += result[1]
-            sync_files(self.queue_fd, paths)
+            if paths:
+                sync_files(self.queue_fd, paths)
             self.clean_todo([m for m, _ in done])
-            self.send.sendall(b"".join(b"D" + letter + str(m).encode() + b"\0" for m, letter in done))
+            self.handed.update(direct)
+            self.send.sendall(b"".join(b"D" + letter + str(m).encode() + b"\0" for m, letter in done)
+                              + b"".join(b"F" + str(m).encode() + b"\0" for m in direct))
 
     def run(self):
         trigger = os.open(os.path.join(self.queue, "lock", "trigger"), os.O_RDONLY | os.O_NONBLOCK)
         keep_open = os.open(os.path.join(self.queue, "lock", "trigger"), os.O_WRONLY | os.O_NONBLOCK)
         last_scan = 0.0
+        scan, again = True, []
         while True:
             now = time.monotonic()
-            self.process(self.pending())
-            last_scan = now
+            if scan:
+                self.process(self.pending())
+                last_scan = now
+            else:
+                self.process(again)
             ready, _, _ = select.select([trigger, self.send], [], [], max(0.0, last_scan + RESCAN - now))
+            scan = not ready or trigger in ready
             if trigger in ready:
                 os.read(trigger, 4096)
             if self.send in ready:
-                cmd = self.send.recv(64)
-                if not cmd or b"X" in cmd:
+                data = self.send.recv(4096)
+                if not data:
                     os.close(keep_open)
                     return 0
-                if b"H" in cmd:
-                    self.rewriter.reload()
+                self.send_buf += data
+                if not self.from_send():
+                    os.close(keep_open)
+                    return 0
+                again = self.released()
+
+    def from_send(self):
+        """Read qmail-send's `H`, `X` and `R<id>\\0` (todo/<id> removed); False on X."""
+        buf = self.send_buf
+        while buf:
+            if buf[:1] == b"X":
+                return False
+            if buf[:1] == b"H":
+                self.rewriter.reload()
+                buf = buf[1:]
+            elif buf[:1] == b"R":
+                end = buf.find(b"\0")
+                if end < 0:
+                    break
+                if buf[1:end].isdigit():
+                    self.release.append(int(buf[1:end]))
+                buf = buf[end + 1:]
+            else:
+                buf = buf[1:]
+        self.send_buf = buf
+        return True
+
+    def released(self):
+        """Forget ids qmail-send has finished with; those whose id is already reused by a new message
+        (mess/ names are inode numbers) are preprocessed at once."""
+        ids, self.release = self.release, []
+        self.handed.difference_update(ids)
+        return [i for i in ids if os.path.exists(hier.queue_file(self.queue, "todo", i))]
 
 
 def _safe(b):

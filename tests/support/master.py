@@ -53,6 +53,17 @@ class Master:
         except psutil.NoSuchProcess:
             return []
 
+    def named(self, name):
+        """The children whose process name (the arbiter sets qmail's program name) is `name`."""
+        found = []
+        for p in self.children():
+            try:
+                if p.name() == name:
+                    found.append(p)
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                pass
+        return found
+
     def listeners(self, port):
         """The children listening on TCP `port` (a worker killed a moment ago is skipped, not raised)."""
         return [p for p in self.children()
