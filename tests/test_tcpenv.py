@@ -238,3 +238,35 @@ def test_program_that_cannot_run_exits_111(env):
 def test_unknown_options_are_ignored_and_program_found_in_path(env):
     p, _, _ = run_tcpenv(["-x", "-R"], env, program=["env"])
     assert p.returncode == 0 and b"TCPREMOTEIP=127.0.0.3\n" in p.stdout
+
+
+def run_accepted(listener, client, args, env):
+    """tcp-env on the connection `client` made to `listener`."""
+    conn, _ = listener.accept()
+    try:
+        return subprocess.run([TCPENV, *args, *DUMP], stdin=conn, capture_output=True, env=env, timeout=30)
+    finally:
+        conn.close()
+        client.close()
+
+
+def test_ipv4_mapped_addresses_of_a_dual_stack_listener_are_ipv4(env):
+    with socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True) as listener:
+        client = socket.socket()
+        client.bind((CLIENT_IP, 0))
+        client.connect((SERVER_IP, listener.getsockname()[1]))
+        p = run_accepted(listener, client, ["-R"], env)
+    _, got = parse(p.stdout)
+    assert (got["TCPLOCALIP"], got["TCPREMOTEIP"]) == (SERVER_IP, CLIENT_IP)
+    assert got["TCPLOCALHOST"] == "mail.example.test"
+
+
+def test_ipv6_connection_gives_ipv6_addresses(env):
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as listener:
+        client = socket.create_connection(("::1", listener.getsockname()[1]))
+        client_port = client.getsockname()[1]
+        p = run_accepted(listener, client, ["-R"], env)
+    _, got = parse(p.stdout)
+    assert (got["TCPLOCALIP"], got["TCPREMOTEIP"]) == ("::1", "::1")
+    assert got["TCPREMOTEPORT"] == str(client_port)
+    assert got["TCPLOCALHOST"] == "softdnserror"  # the test DNS server knows no ip6.arpa zone
