@@ -19,7 +19,7 @@ import pytest
 from support.dnsserver import DnsServer
 from support.ports import free_port
 
-from engine import ident
+from engine import ident, qdns, tcpenv
 
 TCPENV = os.path.join(os.path.dirname(sys.executable), "tcp-env")
 SERVER_IP, CLIENT_IP = "127.0.0.2", "127.0.0.3"
@@ -270,3 +270,10 @@ def test_ipv6_connection_gives_ipv6_addresses(env):
     assert (got["TCPLOCALIP"], got["TCPREMOTEIP"]) == ("::1", "::1")
     assert got["TCPREMOTEPORT"] == str(client_port)
     assert got["TCPLOCALHOST"] == "softdnserror"  # the test DNS server knows no ip6.arpa zone
+
+
+def test_host_values_as_dns_ptr_results_become_variables():
+    """dnsmasq lower-cases its answers itself, so the lower-casing is checked here directly."""
+    assert tcpenv._host_value(0, "MAIL.Example.TEST") == "mail.example.test"
+    assert tcpenv._host_value(qdns.DNS_SOFT, None) == "softdnserror"
+    assert tcpenv._host_value(qdns.DNS_HARD, None) is None
