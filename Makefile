@@ -20,6 +20,8 @@ DEBS += postfix-ldap strace
 DEBS += fetchmail
 # tests/test_authdovecot.py, tests/test_authimap.py: a throwaway Dovecot using auth_dovecot as its passdb
 DEBS += dovecot-imapd dovecot-pop3d
+# tests/test_tcpenv.py: a real RFC 1413 identd for tcp-env's TCPREMOTEINFO
+DEBS += oidentd
 
 .PHONY: all test debs venv build setup check bench bench-kernels run clean
 

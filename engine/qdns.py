@@ -4,7 +4,7 @@ A dnspython async resolver (QMAIL_DNS_SERVER=ip[:port][,...] replaces
 /etc/resolv.conf's nameservers, for tests and special setups); failures are
 classified as dns.c does: DNS_HARD (no such name / no such record) or
 DNS_SOFT (try again later). Used by qmail-remote, qmail-smtpd's RBL and
-RETURNMXCHECK, and the localiphost rewrite.
+RETURNMXCHECK, the localiphost rewrite and tcp-env.
 """
 
 import asyncio
@@ -18,6 +18,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.name
 import dns.resolver
+import dns.reversename
 import psutil
 
 
@@ -104,6 +105,14 @@ async def dns_mxip(resolver, name):
             flagsoft = 1
         ips.extend(found)
     return flagsoft, ips
+
+
+async def dns_ptr(resolver, ip):
+    """dns.c's dns_ptr: (status, name) of an address's first PTR record, without the final dot."""
+    status, answer = await query(resolver, dns.reversename.from_address(ip).to_text(), "PTR")
+    if status:
+        return status, None
+    return 0, answer[0].target.to_text(omit_final_dot=True)
 
 
 _ipme_cache = [0.0, frozenset()]
