@@ -341,7 +341,7 @@ class Message:
         try:
             self._sync_dir(os.path.dirname(todo))
         finally:
-            pull_trigger(self.queue)
+            pull_trigger(self.queue, self.id)
         return self.id
 
     def _write_envelope(self, data):
@@ -403,16 +403,20 @@ class Message:
         self.close()
 
 
-def pull_trigger(queue):
-    """Wake qmail-todo with one byte on lock/trigger; nobody listening (ENXIO) is fine."""
+def pull_trigger(queue, msgid=None):
+    """Wake qmail-todo on lock/trigger; nobody listening (ENXIO) is fine.
+
+    qmail writes one byte; we write `<id>\\0`, so qmail-todo looks at this message instead of
+    rescanning all of todo/ (a bare byte, from anything else, still means "rescan"). One
+    write of a few bytes to a pipe is atomic, so concurrent writers never mix their ids."""
     try:
         fd = os.open(f"{queue}/lock/trigger", os.O_WRONLY | os.O_NONBLOCK)
     except OSError:
         return
     try:
-        os.write(fd, b"\0")
+        os.write(fd, b"\0" if msgid is None else b"%d\0" % msgid)
     except OSError:
-        pass  # a full pipe has been pulled already
+        pass  # a full pipe: qmail-todo rescans after draining that much (todo.Trigger)
     finally:
         os.close(fd)
 
