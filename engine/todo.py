@@ -37,8 +37,6 @@ message, which must not be taken for the one already handed over.
 Log lines (`new msg`, `info msg`) are written to stdout directly.
 """
 
-import ctypes
-import ctypes.util
 import fcntl
 import os
 import select
@@ -46,32 +44,12 @@ import socket
 import time
 
 from engine import cdb, compiled, control, hier
+from engine.durable import sync_files
 from engine.arbiter import log
 
 _scan = compiled.load("queuescan")
 RESCAN = 1500  # qmail-todo rescans todo/ at least every 25 minutes
 BATCH = 256
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_syncfs = getattr(_libc, "syncfs", None)
-
-
-def syncfs(fd):
-    """syncfs(2) of the file system holding fd; False where the call is unavailable or fails."""
-    return _syncfs is not None and _syncfs(fd) == 0
-
-
-def sync_files(queue_fd, paths):
-    """Make every written file durable: one syncfs, else fsync each."""
-    if syncfs(queue_fd):
-        return
-    for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
 
 class Rewriter:
     """qmail-todo's rewrite(): which channel a recipient goes to, and how it is written there."""
