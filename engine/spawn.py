@@ -10,6 +10,8 @@ Reports longer than 3000 bytes are cut as spawn.c does.
 
 import struct
 
+from engine import conf
+
 HUP_SLOT = 0xBEEF
 TRUNCREPORT = 3000
 TOO_LONG = b"\nError report too long, sorry.\n"
@@ -81,6 +83,15 @@ class ReplyReader:
             del self.buf[:end + 1]
             out.append((slot, letter, text))
         return out
+
+
+def slot_error(slot, busy, limit=None):
+    """spawn.c's checks on the delivery number: (letter, text) for a refused slot, or None."""
+    if slot >= (conf.SPAWN if limit is None else limit):
+        return b"Z", b"Internal error: delnum too big. (#4.3.5)"
+    if slot in busy:
+        return b"Z", b"Internal error: delnum in use. (#4.3.5)"
+    return None
 
 
 def validate_messid(messid):

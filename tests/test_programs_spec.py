@@ -1,0 +1,199 @@
+"""The programs against the spec, row by row (qmail-ldap-inventory.md §1.1-1.4, 2.2, 2.3, 5.5-5.8).
+
+Each test names the spec line it checks. Programs run as subprocesses where they are programs
+(qmail-getpw, qmail-rspawn's pool process, pbscheck, qmail-popup ...); real peers are
+Postfix's smtp-sink and the scripted SMTP server of tests/support.
+"""
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine import conf, control, spawn
+from engine.rspawn import merge_report
+from support.sink import SmtpSink
+
+PY = sys.executable
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def program_env(home, **extra):
+    env = dict(os.environ, QMAILHOME=home, PYTHONPATH=ROOT)
+    env.update(extra)
+    return env
+
+
+# --- §1.4 the spawn protocol and §1.3 qmail-rspawn, against the remote pool process -------------
+
+RSPAWN = """
+import socket, sys
+from engine import rspawn
+listener = socket.socket(fileno=int(sys.argv[2]))
+rspawn.run_rspawn(sys.argv[1], listener)
+"""
+
+
+class RemotePool:
+    """qmail-rspawn's pool as its own process on a Unix socket, with qmail-send's side of the protocol."""
+
+    def __init__(self, home):
+        self.path = os.path.join(home, "queue", "lock", "rspawn-test")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.path)
+        listener.listen(4)
+        self.proc = subprocess.Popen([PY, "-c", RSPAWN, home, str(listener.fileno())],
+                                     pass_fds=[listener.fileno()], env=program_env(home),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        listener.close()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+        self.sock.settimeout(20)
+        self.replies = spawn.ReplyReader()
+        self.limit = struct.unpack("<H", self.read_exactly(2))[0]
+        self.pending = []
+
+    def read_exactly(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            assert chunk, "pool closed the connection"
+            data += chunk
+        return data
+
+    def send(self, slot, messid, sender, recipient):
+        self.sock.sendall(spawn.encode_request(slot, messid, sender, recipient))
+
+    def reply(self):
+        while not self.pending:
+            data = self.sock.recv(65536)
+            assert data, "pool closed the connection"
+            self.pending += self.replies.feed(data)
+        return self.pending.pop(0)
+
+    def quiet(self, seconds=0.5):
+        """Nothing arrives within `seconds` (a HUP request gets no reply)."""
+        self.sock.settimeout(seconds)
+        try:
+            return self.sock.recv(1) == b""
+        except TimeoutError:
+            return True
+        finally:
+            self.sock.settimeout(20)
+
+    def close(self):
+        """The pool is a service of the master (it outlives one qmail-send connection): SIGTERM ends it."""
+        self.sock.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def put_message(home, msgid, body=b"Subject: t\n\nhi\n"):
+    split = msgid % conf.SPLIT
+    path = os.path.join(home, "queue", "mess", str(split), str(msgid))
+    with open(path, "wb") as f:
+        f.write(body)
+    return f"{split}/{msgid}".encode()
+
+
+@pytest.fixture
+def pool(qmailhome):
+    p = RemotePool(qmailhome)
+    yield p
+    p.close()
+
+
+def test_spawn_limit_is_conf_spawn_little_endian(pool):
+    """§1.4: at startup the spawner writes 2 bytes, its conf-spawn limit, little endian."""
+    assert pool.limit == conf.SPAWN == 500
+
+
+@pytest.mark.parametrize("slot, messid, recipient, expected", [
+    (500, b"1/2", b"a@b", b"ZInternal error: delnum too big. (#4.3.5)"),
+    (3, b"1/x2", b"a@b", b"DInternal error: messid has nonnumerics. (#5.3.5)"),
+    (3, b"/12", b"a@b", b"DInternal error: messid has nonnumerics. (#5.3.5)"),
+    (3, b"1/" + b"2" * 98, b"a@b", b"DInternal error: messid too long. (#5.3.5)"),
+    (3, b"", b"a@b", b"DInternal error: messid too short. (#5.3.5)"),
+    (3, b"1/2", b"nohost", b"DSorry, address must include host name. (#5.1.3)"),
+    (3, b"1/99999999", b"a@b", b"Zqmail-spawn unable to open message. (#4.3.0)"),
+])
+def test_spawner_validation_errors(pool, slot, messid, recipient, expected):
+    """§1.4: the spawner's validation errors, answered at once on the request's slot."""
+    pool.send(slot, messid, b"s@x", recipient)
+    got_slot, letter, text = pool.reply()
+    assert (got_slot, letter + text) == (slot, expected)
+
+
+def test_message_that_is_not_a_regular_file(pool, qmailhome):
+    """spawn.c: a mess/ entry that is not a regular file is refused (wrong type)."""
+    os.mkdir(os.path.join(qmailhome, "queue", "mess", "1", "24"))
+    pool.send(7, b"1/24", b"s@x", b"r@example.org")
+    assert pool.reply() == (7, b"Z", b"Sorry, message has wrong type. (#4.3.5)")
+
+
+def test_hup_request_gets_no_reply_and_next_request_works(pool):
+    """§1.4: slot 0xBEEF with empty messid/sender/recip is the HUP message: no reply."""
+    pool.send(spawn.HUP_SLOT, b"", b"", b"")
+    assert pool.quiet()
+    pool.send(2, b"", b"s@x", b"a@b")
+    assert pool.reply() == (2, b"D", b"Internal error: messid too short. (#5.3.5)")
+
+
+def test_slot_in_use_is_refused(pool, qmailhome):
+    """§1.4 "delnum in use": a second request on a slot whose delivery is still running."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts the connection, never greets: the first delivery hangs
+    port = listener.getsockname()[1]
+    with open(os.path.join(qmailhome, "control", "smtproutes"), "w") as f:
+        f.write(f"slow.example:127.0.0.1:{port}\n")
+    subprocess.run([PY, "-c", "import os,signal,sys; os.kill(int(sys.argv[1]), signal.SIGHUP)",
+                    str(pool.proc.pid)], check=True)
+    time.sleep(0.3)
+    messid = put_message(qmailhome, 46)
+    pool.send(4, messid, b"s@x", b"r@slow.example")
+    time.sleep(0.3)
+    pool.send(4, messid, b"s@x", b"r@slow.example")
+    assert pool.reply() == (4, b"Z", b"Internal error: delnum in use. (#4.3.5)")
+    listener.close()
+
+
+def test_remote_delivery_report_through_the_pool(pool, qmailhome):
+    """§1.3 rspawn: an accepted recipient and the final K become one K report."""
+    sink = SmtpSink().start()
+    try:
+        with open(os.path.join(qmailhome, "control", "smtproutes"), "w") as f:
+            f.write(f"sink.example:127.0.0.1:{sink.port}\n")
+        os.kill(pool.proc.pid, 1)
+        time.sleep(0.3)
+        pool.send(9, put_message(qmailhome, 47), b"s@x", b"r@sink.example")
+        slot, letter, text = pool.reply()
+        assert (slot, letter) == (9, b"K")
+        assert text.startswith(b"127.0.0.1 accepted message.\n")
+    finally:
+        sink.stop()
+
+
+@pytest.mark.parametrize("output, expected", [
+    (b"", (b"Z", b"qmail-remote produced no output.")),
+    (b"r\0Kok.\n\0", (b"K", b"ok.\n")),
+    (b"s1.2.3.4 does not like recipient.\n\0Kok.\n\0", (b"Z", b"1.2.3.4 does not like recipient.\n")),
+    (b"h1.2.3.4 does not like recipient.\n\0Kok.\n\0", (b"D", b"1.2.3.4 does not like recipient.\n")),
+    (b"h1.2.3.4 does not like recipient.\n\0DGiving up on 1.2.3.4.\n\0",
+     (b"D", b"1.2.3.4 does not like recipient.\nGiving up on 1.2.3.4.\n")),
+    (b"ZConnected to 1.2.3.4 but greeting failed.\n\0", (b"Z", b"Connected to 1.2.3.4 but greeting failed.\n")),
+    (b"DSorry, I couldn't find any host by that name. (#4.1.2)\n\0",
+     (b"D", b"Sorry, I couldn't find any host by that name. (#4.1.2)\n")),
+])
+def test_rspawn_merges_remote_records(output, expected):
+    """§1.3 rspawn: recipient `s` forces Z, `h` forces D, else the final letter; empty output is Z."""
+    assert merge_report(output) == expected
