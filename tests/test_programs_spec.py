@@ -197,3 +197,50 @@ def test_remote_delivery_report_through_the_pool(pool, qmailhome):
 def test_rspawn_merges_remote_records(output, expected):
     """§1.3 rspawn: recipient `s` forces Z, `h` forces D, else the final letter; empty output is Z."""
     assert merge_report(output) == expected
+
+
+# --- §1.1 qmail-getpw ------------------------------------------------------------------------------
+
+@pytest.fixture
+def passwd_user(tmp_path):
+    """A real passwd user whose home directory it owns (qmail-getpw's test for a mailbox owner)."""
+    name = f"qgpw{os.getpid() % 100000}"
+    home = tmp_path / name
+    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/usr/sbin/nologin", name], check=True)
+    import pwd
+    pw = pwd.getpwnam(name)
+    home.mkdir()
+    os.chown(home, pw.pw_uid, pw.pw_gid)
+    yield pw
+    subprocess.run(["userdel", name], check=False)
+
+
+def getpw(*args):
+    return subprocess.run([PY, "-m", "engine.getpw", *args], capture_output=True, env=program_env("/nonexistent"))
+
+
+def test_getpw_output_for_a_user_and_its_extensions(passwd_user):
+    """§1.1 qmail-getpw: user NUL uid NUL gid NUL home NUL dash NUL ext NUL; the name is lower-cased."""
+    pw = passwd_user
+    head = [pw.pw_name.encode(), b"%d" % pw.pw_uid, b"%d" % pw.pw_gid, pw.pw_dir.encode()]
+    for local, dash_ext in ((pw.pw_name, [b"", b""]), (pw.pw_name.upper() + "-Foo-bar", [b"-", b"Foo-bar"])):
+        p = getpw(local)
+        assert (p.returncode, p.stdout) == (0, b"\0".join(head + dash_ext) + b"\0")
+
+
+def test_getpw_home_not_owned_goes_to_alias(passwd_user):
+    os.chown(passwd_user.pw_dir, 0, 0)
+    p = getpw(passwd_user.pw_name + "-x")
+    assert p.returncode in (0, 116)
+    if p.returncode == 0:
+        assert p.stdout.split(b"\0")[0] == b"alias"
+        assert p.stdout.split(b"\0")[4:6] == [b"-", passwd_user.pw_name.encode() + b"-x"]
+
+
+def test_getpw_arguments():
+    """qmail-getpw.c: no argument exits 100; an empty local part is the alias user's, extension ''."""
+    assert getpw().returncode == 100
+    p = getpw("")
+    assert p.returncode in (0, 116)
+    if p.returncode == 0:
+        assert p.stdout.split(b"\0")[0] == b"alias" and p.stdout.split(b"\0")[4:6] == [b"-", b""]
