@@ -244,3 +244,85 @@ def test_getpw_arguments():
     assert p.returncode in (0, 116)
     if p.returncode == 0:
         assert p.stdout.split(b"\0")[0] == b"alias" and p.stdout.split(b"\0")[4:6] == [b"-", b""]
+
+
+# --- §2.2 qmail-ldap control files: type, default and readers ------------------------------------
+
+LDAP_USERS = {"qmail-lspawn", "qmail-verify", "auth_pop", "auth_imap", "auth_dovecot", "auth_smtp", "qmail-group",
+              "qmail-ldaplookup"}
+AUTH = {"auth_pop", "auth_imap", "auth_dovecot", "auth_smtp"}
+
+
+@pytest.mark.parametrize("name, kind, default, readers", [
+    ("ldapserver", "list", None, LDAP_USERS),
+    ("ldapbasedn", "line", "", LDAP_USERS),
+    ("ldapobjectclass", "line", "", LDAP_USERS),
+    ("ldaplogin", "line", "", LDAP_USERS),
+    ("ldappassword", "line", "", LDAP_USERS),
+    ("ldaptimeout", "int", 30, LDAP_USERS),
+    ("ldaprebind", "int", 0, AUTH | {"qmail-ldaplookup"}),
+    ("ldapuid", "int", 0, LDAP_USERS),
+    ("ldapgid", "int", 0, LDAP_USERS),
+    ("ldapmessagestore", "line", "", LDAP_USERS),
+    ("ldapdefaultdotmode", "line", "ldaponly", {"qmail-lspawn"}),
+    ("defaultquotasize", "ulong", 0, {"qmail-lspawn"} | AUTH),
+    ("defaultquotacount", "ulong", 0, {"qmail-lspawn"} | AUTH),
+    ("ldaplocaldelivery", "int", 1, {"qmail-lspawn", "qmail-verify", "auth_pop", "auth_imap", "auth_dovecot"}),
+    ("ldapcluster", "int", 0, {"qmail-lspawn"} | AUTH),
+    ("ldapclusterhosts", "list", [], {"qmail-lspawn"} | AUTH),
+    ("aliasdomains", "list", [], {"qmail-lspawn", "qmail-verify", "qmail-group", "qmail-ldaplookup"}),
+    ("locals.cdb", "cdb", None, {"qmail-send", "qmail-todo", "qmail-smtpd", "qmail-qmtpd"}),
+    ("rcpthosts.cdb", "cdb", None, {"qmail-smtpd", "qmail-qmtpd"}),
+    ("dirmaker", "line", None, {"qmail-lspawn"} | AUTH),
+    ("quotawarning", "raw", None, {"qmail-quotawarn"}),
+    ("custombouncetext", "raw", None, {"qmail-send"}),
+    ("bouncemaxbytes", "int", 0, {"qmail-send"}),
+    ("relaymailfrom", "list", [], {"qmail-smtpd"}),
+    ("rbllist", "list", [], {"qmail-smtpd"}),
+    ("goodmailaddr", "list", [], {"qmail-smtpd"}),
+    ("goodmailfrom", "list", [], {"qmail-smtpd"}),
+    ("badrcptto", "list", [], {"qmail-smtpd"}),
+    ("badmailfrom-unknown", "list", [], {"qmail-smtpd"}),
+    ("smtpclustercookie", "line", None, {"qmail-smtpd", "qmail-remote"}),
+    ("outgoingip", "line", "0.0.0.0", {"qmail-remote"}),
+    ("qmqpcip", "line", "0.0.0.0", {"qmail-qmqpc"}),
+    ("bigbrother", "list", [], {"qmail-queue"}),
+    ("signatures", "list", [], {"qmail-smtpd"}),
+    ("smtpcert", "line", None, {"qmail-smtpd"}),
+    ("remotecert", "line", None, {"qmail-remote"}),
+    ("tlsciphers", "line", "compat", {"qmail-smtpd"}),
+    ("tlsremoteciphers", "line", "compat", {"qmail-remote"}),
+    ("tlsdheparams", "line", "none", {"qmail-smtpd", "qmail-remote"}),
+    ("pbsservers", "list", None, {"pbsadd", "pbscheck"}),
+    ("pbsport", "int", 2821, {"pbsadd", "pbscheck", "pbsdbd"}),
+    ("pbssecret", "line", None, {"pbsadd", "pbsdbd"}),
+    ("pbsip", "line", "0.0.0.0", {"pbsdbd"}),
+    ("pbscachesize", "ulong", 1048576, {"pbsdbd"}),
+    ("pbstimeout", "int", 600, {"pbsdbd"}),
+    ("pbsenv", "list", [], {"pbsadd", "pbscheck"}),
+])
+def test_qmail_ldap_control_registry(name, kind, default, readers):
+    """§2.2 row by row: the registry qmail-showctl prints from (engine.control.REGISTRY)."""
+    entry = control.REGISTRY[name]
+    assert (entry.type, entry.default, set(entry.readers)) == (kind, default, readers)
+
+
+def test_ldapgroup_credentials_default_to_ldaplogin(qmailhome):
+    """§2.2 ldapgrouplogin/ldapgrouppassword: ldaplogin/ldappassword if ldapgrouplogin is absent;
+    password "" when only the group login is given."""
+    ctl = os.path.join(qmailhome, "control")
+    for name, text in (("ldaplogin", "cn=reader"), ("ldappassword", "pw1")):
+        with open(os.path.join(ctl, name), "w") as f:
+            f.write(text + "\n")
+    assert (control.value("ldapgrouplogin", qmailhome), control.value("ldapgrouppassword", qmailhome)) == \
+        ("cn=reader", "pw1")
+    with open(os.path.join(ctl, "ldapgrouplogin"), "w") as f:
+        f.write("cn=groups\n")
+    assert (control.value("ldapgrouplogin", qmailhome), control.value("ldapgrouppassword", qmailhome)) == \
+        ("cn=groups", "")
+
+
+def test_obsolete_controls_are_known():
+    """§2.2 last row: obsolete files nothing reads (qmail-showctl asks to remove them)."""
+    assert set(control.OBSOLETE) == {"tarpitcount", "tarpitdelay", "maxrcptcount", "rblonlyheader",
+                                     "ldapdefaultquota", "ldapusername", "ldappasswdappend"}
