@@ -326,3 +326,34 @@ def test_obsolete_controls_are_known():
     """§2.2 last row: obsolete files nothing reads (qmail-showctl asks to remove them)."""
     assert set(control.OBSOLETE) == {"tarpitcount", "tarpitdelay", "maxrcptcount", "rblonlyheader",
                                      "ldapdefaultquota", "ldapusername", "ldappasswdappend"}
+
+
+# --- §1.1 qmail-start / qmail-send: lock/sendmutex and the default delivery --------------------------
+
+def test_second_master_on_a_queue_exits_111(qmailhome):
+    """§1.1 qmail-send: holds lock/sendmutex (exclusive, non-blocking); a second instance exits 111."""
+    import fcntl
+    fd = os.open(os.path.join(qmailhome, "queue", "lock", "sendmutex"), os.O_WRONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        p = subprocess.run([PY, "-m", "engine.start", "./Maildir/"], capture_output=True, timeout=60,
+                           env=program_env(qmailhome), cwd=qmailhome)
+    finally:
+        os.close(fd)
+    assert p.returncode == 111
+    assert b"alert: cannot start" in p.stdout + p.stderr
+
+
+def test_qmail_start_default_delivery_is_mailbox(qmailhome):
+    """§1.1 qmail-start: arg1 is the default delivery, `./Mailbox` when it is not given."""
+    from support.master import Master
+    m = Master(qmailhome)
+    m.logfile = open(m.logpath, "ab")
+    m.log_start = m.logfile.tell()
+    m.proc = subprocess.Popen([PY, "-m", "engine.start"], env=m.env, stdout=m.logfile,
+                              stderr=subprocess.STDOUT, cwd=qmailhome)
+    try:
+        m.wait_for(lambda: "status: qmail-start" in m.log(), 30, "master did not start")
+        assert "default delivery ./Mailbox" in m.log()
+    finally:
+        m.stop()
