@@ -127,7 +127,7 @@ class Pool:
                     continue
                 refused = spawn.slot_error(slot, busy)
                 if refused:
-                    writer.write(spawn.encode_reply(slot, *refused))
+                    writer.write(spawn.encode_reply(slot, *refused, truncreport=0))
                     continue
                 busy.add(slot)
                 task = asyncio.create_task(self.run(slot, messid, sender, recipient, writer, busy))
@@ -142,7 +142,7 @@ class Pool:
             letter, text = await deliver_one(self.home, messid, sender, recipient, self.controls, self.queue_uid)
         finally:
             busy.discard(slot)  # before the reply: qmail-send may reuse the slot as soon as it reads it
-        writer.write(spawn.encode_reply(slot, letter, text))
+        writer.write(spawn.encode_reply(slot, letter, text, truncreport=0))  # qmail-rspawn.c: truncreport = 0
         await writer.drain()
 
     async def main(self, listener):

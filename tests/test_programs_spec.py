@@ -357,3 +357,24 @@ def test_qmail_start_default_delivery_is_mailbox(qmailhome):
         assert "default delivery ./Mailbox" in m.log()
     finally:
         m.stop()
+
+
+@pytest.mark.parametrize("size, kept", [(3000, 3000), (3001, 2966), (10000, 2966)])
+def test_local_report_over_3000_bytes_is_cut(size, kept):
+    """§1.3 (spawn.c truncreport=3000): longer output keeps 3000 - 31 - 3 bytes plus the notice."""
+    text = bytes(range(1, 101)) * 100
+    text = text[:size]
+    reply = spawn.encode_reply(5, b"D", text)
+    assert reply[:3] == b"\x05\x00D" and reply.endswith(b"\0")
+    body = reply[3:-1]
+    if kept == size:
+        assert body == text
+    else:
+        assert body == text[:kept] + b"\nError report too long, sorry.\n"
+        assert len(body) == 2997
+
+
+def test_remote_reports_are_never_cut():
+    """qmail-rspawn.c: truncreport = 0, so qmail-remote's report goes whole."""
+    text = b"x" * 5000
+    assert spawn.encode_reply(1, b"K", text, truncreport=0) == b"\x01\x00K" + text + b"\0"
