@@ -378,3 +378,39 @@ def test_remote_reports_are_never_cut():
     """qmail-rspawn.c: truncreport = 0, so qmail-remote's report goes whole."""
     text = b"x" * 5000
     assert spawn.encode_reply(1, b"K", text, truncreport=0) == b"\x01\x00K" + text + b"\0"
+
+
+# --- §2.2 ldapserver required, ldaplogin unreadable: who fails and who binds anonymously ----------
+
+def auth_pop_exit(home, data=b"user\0pw\0<1.2@host>\0"):
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    p = subprocess.run([PY, "-m", "engine.authpop", "true"], preexec_fn=lambda: os.dup2(r, 3), close_fds=False,
+                       capture_output=True, env=program_env(home), timeout=60)
+    os.close(r)
+    return p.returncode
+
+
+def test_auth_pop_without_ldapserver_is_a_configuration_error(qmailhome):
+    """§2.2 ldapserver: required; §5.7 exit 1 = config error (qmail-popup: error in server configuration)."""
+    assert not os.path.exists(os.path.join(qmailhome, "control", "ldapserver"))
+    assert auth_pop_exit(qmailhome) == 1
+
+
+def test_unreadable_ldaplogin(qmailhome):
+    """§2.2 ldaplogin: missing = anonymous; unreadable = fatal for qmail-lspawn and auth_pop/imap/dovecot,
+    an anonymous bind for qmail-verify, auth_smtp, qmail-group and qmail-ldaplookup."""
+    from engine import qldap
+    ctl = os.path.join(qmailhome, "control")
+    with open(os.path.join(ctl, "ldapserver"), "w") as f:
+        f.write("127.0.0.1:1\n")
+    with open(os.path.join(ctl, "ldappassword"), "w") as f:
+        f.write("pw\n")
+    cfg = qldap.Config.load(qmailhome)
+    assert (cfg.login, cfg.password) == ("", "pw")
+    os.mkdir(os.path.join(ctl, "ldaplogin"))  # unreadable even for root: reading a directory fails
+    with pytest.raises(control.ControlError):
+        qldap.Config.load(qmailhome)
+    assert qldap.Config.load(qmailhome, login_fallback=True).login == ""
+    assert auth_pop_exit(qmailhome) == 1
