@@ -17,6 +17,7 @@ import pytest
 from engine import conf, control, spawn
 from engine.rspawn import merge_report
 from support.sink import SmtpSink
+from support.slapd import slapd  # noqa: F401
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -414,3 +415,45 @@ def test_unreadable_ldaplogin(qmailhome):
         qldap.Config.load(qmailhome)
     assert qldap.Config.load(qmailhome, login_fallback=True).login == ""
     assert auth_pop_exit(qmailhome) == 1
+
+
+# --- §1.1 auth_smtp: the program's stdin/stdout protocol, against the test slapd ----------------------
+
+def b64(text):
+    import base64
+    return base64.b64encode(text).decode().encode()
+
+
+def auth_smtp(home, data, *args):
+    return subprocess.run([PY, "-m", "engine.authsmtp", *args], input=data, capture_output=True, timeout=60,
+                          env=program_env(home))
+
+
+def test_auth_smtp_protocol(qmailhome, slapd):  # noqa: F811
+    """§1.1 auth_smtp: `login\\0<b64 user>\\0<b64 pass>\\0` or `plain\\0<b64 blob>\\0`; K<user>\\0, D, Z;
+    exit 111 without output for inactive accounts and another mechanism."""
+    from support.ldapenv import fresh_domain, point_at
+    from support.slapd import add_user
+    d = fresh_domain("asmtp")
+    point_at(qmailhome, slapd)
+    add_user(slapd, f"ok{d}", f"ok@{d}", userPassword="{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=")  # "secret"
+    add_user(slapd, f"off{d}", f"off@{d}", userPassword="secret", accountStatus="disabled")
+    ok, off = f"ok{d}".encode(), f"off{d}".encode()
+    cases = [
+        (b"login\0" + b64(ok) + b"\0" + b64(b"secret") + b"\0", 0, b"K" + ok + b"\0"),
+        (b"plain\0" + b64(b"\0" + ok + b"\0secret") + b"\0", 0, b"K" + ok + b"\0"),
+        (b"plain\0" + b64(b"authz\0" + ok + b"\0secret") + b"\0", 0, b"K" + ok + b"\0"),
+        (b"login\0" + b64(ok) + b"\0" + b64(b"wrong") + b"\0", 0, b"D"),
+        (b"login\0" + b64(ok) + b"\0" + b64(b"") + b"\0", 0, b"D"),
+        (b"login\0" + b64(b"nobody" + ok) + b"\0" + b64(b"secret") + b"\0", 0, b"D"),
+        (b"login\0" + b64(ok) + b"\0", 0, b"Z"),
+        (b"login\0!!notbase64\0" + b64(b"secret") + b"\0", 0, b"Z"),
+        (b"plain\0" + b64(ok + b"\0secret") + b"\0", 0, b"Z"),
+        (b"", 0, b"Z"),
+        (b"login\0" + b64(off) + b"\0" + b64(b"secret") + b"\0", 111, b""),
+        (b"cram-md5\0x\0", 111, b""),
+    ]
+    for data, code, out in cases:
+        p = auth_smtp(qmailhome, data)
+        assert (p.returncode, p.stdout) == (code, out), data
+    assert auth_smtp(qmailhome, b"login\0" + b64(ok) + b"\0" + b64(b"secret") + b"\0", "extra").returncode == 111
