@@ -457,3 +457,26 @@ def test_auth_smtp_protocol(qmailhome, slapd):  # noqa: F811
         p = auth_smtp(qmailhome, data)
         assert (p.returncode, p.stdout) == (code, out), data
     assert auth_smtp(qmailhome, b"login\0" + b64(ok) + b"\0" + b64(b"secret") + b"\0", "extra").returncode == 111
+
+
+# --- Appendix: the decisions on code-vs-doc discrepancies that concern these programs ------------------
+
+def test_appendix_defaults_follow_the_code():
+    """Appendix: tlsciphers default `compat` (code, not QLDAPINSTALL's `default`); timeoutremote and
+    timeoutsmtpd 120 s (code, not the man pages' 1200 s); REPLY_TIMEOUT 14 days (not "1 Week")."""
+    from engine import reply
+    assert control.REGISTRY["tlsciphers"].default == "compat"
+    assert control.REGISTRY["tlsremoteciphers"].default == "compat"
+    assert (control.REGISTRY["timeoutremote"].default, control.REGISTRY["timeoutsmtpd"].default) == (120, 120)
+    assert reply.REPLY_TIMEOUT == 14 * 24 * 3600
+
+
+def test_showctl_prints_the_code_defaults(qmailhome):
+    """qmail-showctl shows the defaults the programs use (Appendix: 120 s, compat)."""
+    p = subprocess.run([PY, "-m", "engine.showctl"], capture_output=True, env=program_env(qmailhome), timeout=60)
+    assert p.returncode == 0
+    lines = set(p.stdout.decode().splitlines())
+    assert {"timeoutremote: (Default.) SMTP client data timeout is 120 seconds.",
+            "timeoutsmtpd: (Default.) SMTP server data timeout is 120 seconds.",
+            "tlsciphers: (Default.) SMTP server TLS ciphers are compat.",
+            "tlsremoteciphers: (Default.) SMTP client TLS ciphers are compat."} <= lines
