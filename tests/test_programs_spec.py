@@ -480,3 +480,24 @@ def test_showctl_prints_the_code_defaults(qmailhome):
             "timeoutsmtpd: (Default.) SMTP server data timeout is 120 seconds.",
             "tlsciphers: (Default.) SMTP server TLS ciphers are compat.",
             "tlsremoteciphers: (Default.) SMTP client TLS ciphers are compat."} <= lines
+
+
+# --- §1.2 qmail-reply's invocation: `[-f file] [-j junkfile] [maildir]`, DTLINE SENDER RECIPIENT HOST ----
+
+REPLY_ENV = {"QMAILREPLYTEXT": "away", "DTLINE": "Delivered-To: a@b.test\n", "SENDER": "s@x.test",
+             "RECIPIENT": "a@b.test", "HOST": "b.test"}
+
+
+@pytest.mark.parametrize("args, drop, code, text", [
+    (["-x"], None, 100, "qmail-reply: usage: qmail-reply [-f mailfile] [-j junkfile] [maildir]"),
+    ([], "QMAILREPLYTEXT", 100, "qmail-reply: fatal: QMAILREPLYTEXT not present."),
+    ([], "DTLINE", 100, "qmail-reply: fatal: Environment DTLINE not present."),
+    ([], "SENDER", 100, "qmail-reply: fatal: Environment SENDER not present."),
+    ([], "RECIPIENT", 100, "qmail-reply: fatal: Environment RECIPIENT not present."),
+    ([], "HOST", 100, "qmail-reply: fatal: Environment HOST not present."),
+])
+def test_qmail_reply_arguments_and_environment(qmailhome, args, drop, code, text):
+    env = {k: v for k, v in program_env(qmailhome, **REPLY_ENV).items() if k != drop}
+    p = subprocess.run([PY, "-m", "engine.reply", *args], input=b"Subject: x\n\nhi\n", capture_output=True,
+                       env=env, timeout=60)
+    assert (p.returncode, p.stderr.decode().strip()) == (code, text)
