@@ -501,3 +501,17 @@ def test_qmail_reply_arguments_and_environment(qmailhome, args, drop, code, text
     p = subprocess.run([PY, "-m", "engine.reply", *args], input=b"Subject: x\n\nhi\n", capture_output=True,
                        env=env, timeout=60)
     assert (p.returncode, p.stderr.decode().strip()) == (code, text)
+
+
+def test_rspawn_cleans_tcpto_at_start(qmailhome):
+    """§1.1 qmail-rspawn: cleans lock/tcpto at start."""
+    path = os.path.join(qmailhome, "queue", "lock", "tcpto")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.write(b"\x7f" * size)
+    p = RemotePool(qmailhome)
+    try:
+        with open(path, "rb") as f:
+            assert f.read() == bytes(size)
+    finally:
+        p.close()
