@@ -515,3 +515,36 @@ def test_rspawn_cleans_tcpto_at_start(qmailhome):
             assert f.read() == bytes(size)
     finally:
         p.close()
+
+
+# --- §1.1 qmail-clean ------------------------------------------------------------------------------------
+
+def test_clean_todo_request_removes_intd_and_todo(qmailhome):
+    """§1.1 qmail-clean: `todo/<id>` removes intd+todo (qmail's queue links both), `foop/<id>` intd+mess;
+    answers `+`, and `x` for a bad request."""
+    import threading
+    from engine import clean, hier
+    q = os.path.join(qmailhome, "queue")
+    msgid = 4711
+    paths = {kind: hier.queue_file(q, kind, msgid) for kind in ("intd", "todo", "mess")}
+    for p in paths.values():
+        with open(p, "wb") as f:
+            f.write(b"x")
+    a, b = socket.socketpair()
+    t = threading.Thread(target=clean.serve, args=(b, q), daemon=True)
+    t.start()
+    try:
+        a.sendall(f"todo/{msgid}\0".encode())
+        assert a.recv(1) == b"+"
+        assert [k for k, p in paths.items() if os.path.exists(p)] == ["mess"]
+        with open(paths["intd"], "wb") as f:
+            f.write(b"x")
+        a.sendall(f"foop/{msgid}\0".encode() + b"foop/\0" + b"mess/1\0")
+        got = b""
+        while len(got) < 3:
+            got += a.recv(3)
+        assert got == b"+xx"
+        assert not any(os.path.exists(p) for p in paths.values())
+    finally:
+        a.close()
+        t.join(5)
