@@ -5,9 +5,12 @@ names a passwd user with a non-zero uid whose home directory exists and is
 owned by that uid wins: dash "" without extension, else "-" and the rest.
 Otherwise the alias user gets the whole local part as its extension.
 As a program: `qmail-getpw local` prints user, uid, gid, home, dash, ext
-each NUL-terminated; exit 116 (QLX_NOALIAS) when even alias is missing.
+each NUL-terminated; exit 100 without an argument, 116 (QLX_NOALIAS) when
+even alias is missing, 115 (QLX_NFS) when a home directory cannot be
+checked for a temporary reason (an empty local part is the alias user's).
 """
 
+import errno
 import os
 import pwd
 import sys
@@ -19,8 +22,18 @@ QLX_NOALIAS = 116
 GETPW_USERLEN = 32
 
 
+# qmail's error_temp(): a home directory that cannot be checked for one of these defers
+TEMP_ERRNOS = frozenset((errno.EINTR, errno.ENOMEM, errno.ETXTBSY, errno.EIO, errno.ETIMEDOUT, errno.EAGAIN,
+                         errno.ENFILE, errno.EMFILE, errno.ENOSPC, errno.EHOSTDOWN, errno.EHOSTUNREACH,
+                         errno.ENETDOWN, errno.ENETUNREACH, errno.ECONNREFUSED, errno.EDQUOT, errno.ESTALE))
+
+
 class NoAlias(Exception):
     """There is no passwd entry for the alias user."""
+
+
+class NfsFailure(OSError):
+    """A home directory could not be checked for a temporary reason (qmail-getpw's QLX_NFS)."""
 
 
 def _owner_home(username):
@@ -33,8 +46,9 @@ def _owner_home(username):
     try:
         if os.stat(pw.pw_dir).st_uid == pw.pw_uid:
             return pw
-    except FileNotFoundError:
-        return None
+    except OSError as e:  # missing or forbidden: not this user; temporary trouble: try later
+        if e.errno in TEMP_ERRNOS:
+            raise NfsFailure(e.errno, f"unable to stat {pw.pw_dir}") from None
     return None
 
 
@@ -61,12 +75,14 @@ def getpw(local, alias=True):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or not argv[0]:
+    if not argv:
         return 100
     try:
         fields = getpw(argv[0])
     except NoAlias:
         return QLX_NOALIAS
+    except NfsFailure:
+        return QLX_NFS
     sys.stdout.buffer.write(b"".join(str(f).encode("utf-8", "surrogateescape") + b"\0" for f in fields))
     return 0
 

@@ -220,7 +220,7 @@ def parse_args(argv):
         elif opt[:2] in ("-f", "-j") and len(opt) > 2:
             value = opt[2:]
         else:
-            raise Fatal(100, "usage: qmail-reply [-f mailfile] [-j junkfile] [maildir]")
+            raise Fatal(100, "qmail-reply: usage: qmail-reply [-f mailfile] [-j junkfile] [maildir]")
         if opt.startswith("-f"):
             textfile = value
         else:
@@ -268,7 +268,7 @@ def main(argv=None):
     try:
         return run(sys.argv[1:] if argv is None else argv, dict(os.environ), sys.stdin.buffer.read())
     except Fatal as e:
-        sys.stderr.write(FATAL + e.text + "\n")
+        sys.stderr.write((e.text if e.text.startswith("qmail-reply: ") else FATAL + e.text) + "\n")  # usage: no "fatal:"
         return e.code
     except OSError as e:
         sys.stderr.write(f"{FATAL}{e}\n")
