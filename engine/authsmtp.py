@@ -23,7 +23,7 @@ import binascii
 import os
 import sys
 
-from engine import conf, control, passwd, qldap
+from engine import conf, control, passwd, qldap, verify
 from engine.dirthread import DirectoryThread
 
 AUTH_ATTRS = ["uid", "accountStatus", "userPassword"]
@@ -66,18 +66,6 @@ class UnknownMechanism(Exception):
     """Neither `login` nor `plain`: auth_smtp.c's AUTH_TYPE, exit 111."""
 
 
-def _fields(fd):
-    """NUL-terminated fields from `fd` as they arrive; an unterminated rest is not a field."""
-    buf = b""
-    while True:
-        data = os.read(fd, 4096)
-        if not data:
-            return
-        buf += data
-        *complete, buf = buf.split(b"\0")
-        yield from complete
-
-
 def _b64(field):
     try:
         return base64.b64decode(field, validate=True)
@@ -87,7 +75,7 @@ def _b64(field):
 
 def read_request(fd=0):
     """(login, password) as bytes from auth_smtp's stdin protocol."""
-    fields = _fields(fd)
+    fields = verify.read_fields(fd)
     kind = next(fields, None)
     if kind is None:
         raise Malformed("no mechanism")

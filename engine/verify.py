@@ -90,8 +90,9 @@ def answer(kind, text):
     return b"K" if kind == "K" else (kind + text).encode("utf-8", "surrogateescape") + b"\0"
 
 
-def read_addresses(fd):
-    """NUL-terminated addresses from `fd` as they arrive; a last one without NUL is dropped, as in C."""
+def read_fields(fd):
+    """NUL-terminated fields from `fd` as they arrive (addresses here, auth_smtp's request);
+    a last one without NUL is dropped, as in C."""
     buf = b""
     while True:
         data = os.read(fd, 4096)
@@ -104,7 +105,7 @@ def read_addresses(fd):
 
 def main(argv=None):
     home = conf.qmailhome()
-    for raw in read_addresses(0):
+    for raw in read_fields(0):
         kind, text = asyncio.run(check(home, raw.decode("utf-8", "surrogateescape")))
         os.write(1, answer(kind, text))
     return 0

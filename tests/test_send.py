@@ -10,22 +10,9 @@ import re
 import signal
 import time
 
-import pytest
-
 from engine import hier
-from support.master import Master
-from support.users import delivered, make_users
-from test_delivery import enqueue, wait_count
-
-
-@pytest.fixture
-def mailhost(qmailhome, tmp_path):
-    users = make_users(qmailhome, str(tmp_path / "home"), ["alice", "bob", "carol"])
-    with open(os.path.join(qmailhome, "control", "concurrencylocal"), "w") as f:
-        f.write("4\n")
-    m = Master(qmailhome, env={"PYQMAIL_RETRY_SCALE": "100"})
-    yield m, users
-    m.stop()
+from support.users import delivered
+from test_delivery import enqueue, mailhost, wait_count  # noqa: F401  (mailhost: the fixture)
 
 
 def qmail_file(home, users, user, ext, text):
@@ -47,13 +34,19 @@ def wait_started(m, msgid, n=1):
     m.wait_for(lambda: m.log().count(f": msg {msgid} to local") >= n, 30, f"delivery of {msgid} started")
 
 
-def test_a_local_message_is_delivered_from_todo_without_info_or_local(mailhost, qmailhome, tmp_path):
+def start_held(mailhost, qmailhome, tmp_path):
+    """The master started and one message to bob-slow being delivered, held until the flag file exists."""
     m, users = mailhost
     flag, line = gate(tmp_path, "go")
     qmail_file(qmailhome, users, "bob", "slow", line)
     m.start()
     msgid = enqueue(qmailhome, ["bob-slow@example.test"])
     wait_started(m, msgid)
+    return m, users, flag, msgid
+
+
+def test_a_local_message_is_delivered_from_todo_without_info_or_local(mailhost, qmailhome, tmp_path):
+    m, users, flag, msgid = start_held(mailhost, qmailhome, tmp_path)
     assert os.path.exists(queue_path(qmailhome, "todo", msgid)), "todo/ is the durable record meanwhile"
     assert os.path.exists(queue_path(qmailhome, "mess", msgid))
     for kind in ("info", "local", "remote"):
@@ -93,12 +86,7 @@ def test_a_deferral_writes_info_and_local_with_delivered_recipients_marked(mailh
 
 
 def test_a_restarted_qmail_todo_does_not_hand_over_a_message_twice(mailhost, qmailhome, tmp_path):
-    m, users = mailhost
-    flag, line = gate(tmp_path, "go")
-    qmail_file(qmailhome, users, "bob", "slow", line)
-    m.start()
-    msgid = enqueue(qmailhome, ["bob-slow@example.test"])
-    wait_started(m, msgid)
+    m, users, flag, msgid = start_held(mailhost, qmailhome, tmp_path)
     todo = m.named("qmail-todo")
     assert len(todo) == 1
     todo[0].kill()
