@@ -216,8 +216,8 @@ def make_home(dirmaker, home, aliasempty):
         return 0
     try:
         proc = subprocess.run([dirmaker, home, aliasempty], stdin=subprocess.DEVNULL)
-    except OSError:
-        return QLX_DIRMAKESOFT
+    except OSError as e:  # dirmaker.c: a failed exec is temporary only for error_temp() errnos
+        return QLX_DIRMAKESOFT if e.errno in TEMP_ERRNOS else QLX_DIRMAKEHARD
     if proc.returncode < 0:
         return QLX_DIRMAKECRASH
     if proc.returncode == 100:
