@@ -287,7 +287,7 @@ _USER_CHARS = frozenset(_ALNUM + "#-._@")
 _PATH_CHARS = frozenset(_ALNUM + "#-._@/:=")
 _PROG_CHARS = frozenset(_ALNUM + "#-._@/:=" + " \t\n\"'+,\\")
 _NOT_FIRST = "-"
-_DOTDOT_SLASH = re.compile(r"(^|/)\.\./")
+_DOTDOT_SLASH = re.compile(r"(^|/)(\.\.)+/")
 
 
 def check_user(s):
@@ -296,7 +296,9 @@ def check_user(s):
 
 
 def check_path(s):
-    """A path: alphanumerics and @ _ . / : = - #, no leading '-', no '../' component."""
+    """A path: alphanumerics and @ _ . / : = - #, no leading '-', and no '..' that ends at a '/'
+    (check.c sanitypathcheckb: a run of dots counts as '..' when it starts a component and its
+    length is even, so '../', 'a/../' and '..../' are refused, '.../' and 'a../' are not)."""
     return _charset_ok(s, _PATH_CHARS) and not _DOTDOT_SLASH.search(s)
 
 
