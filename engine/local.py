@@ -472,7 +472,7 @@ def execute(r, ins, fd, env, out, doit=True, say=None):
             if ins.forward_only_ldap:
                 raise soft("Uh-oh: user has prog delivery but is not allowed to. (#4.7.0)")
             if doit:
-                flag99 = run_program(line[1:], fd, env, r.home, out)
+                flag99 = run_program(line[1:], fd, env, r.home, out) or flag99
             elif say:
                 say("program " + line[1:])
         elif first == "+":

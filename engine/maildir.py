@@ -145,7 +145,8 @@ def deliver_maildir(maildir, prefix, message, *, quota=None, quotatrash=False, a
     QuotaExceeded."""
     top = os.fsencode(maildir).rstrip(b"/") or b"/"
     if automake:
-        make_maildir(top)
+        make_maildir(maildir)  # its error texts name the instruction as written, with its '/'
+
     percent = 0
     if quota:
         percent = maildirquota.check(top, quota, message_size(message), quotatrash)
