@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from engine import conf, maildir, qq
 from engine.mailbox import TEMP_ERRNOS, MailboxError
 from engine.quote import quote2
+from engine.tcpto import error_str
 
 PERMANENT_PROGRAM_EXITS = {100, 64, 65, 70, 76, 77, 78, 112}
 DOT_STOCK, DOT_LDAP, DOT_BOTH = "dot", "ldap", "both"
@@ -138,7 +139,7 @@ def check_home(doit=True, warn=None):
     try:
         st = os.stat(".")
     except OSError as e:
-        raise soft(f"Unable to stat home directory: {e.strerror}. (#4.3.0)")
+        raise soft(f"Unable to stat home directory: {error_str(e)}. (#4.3.0)")
     if st.st_mode & conf.PATTERN:
         raise soft("Uh-oh: home directory is writable. (#4.7.0)")
     if st.st_mode & stat.S_ISVTX:
@@ -183,7 +184,7 @@ def _open_qmail(name):
         fd = os.open(name, os.O_RDONLY)
     except OSError as e:
         if e.errno in TEMP_ERRNOS or e.errno in (errno.EPERM, errno.EACCES):
-            raise soft(f"Unable to open {name}: {e.strerror}. (#4.3.0)") from None
+            raise soft(f"Unable to open {name}: {error_str(e)}. (#4.3.0)") from None
         return None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
@@ -223,7 +224,7 @@ def _exists(name):
         return True
     except OSError as e:
         if e.errno in TEMP_ERRNOS:
-            raise soft(f"Unable to open {name}: {e.strerror}. (#4.3.0)") from None
+            raise soft(f"Unable to open {name}: {error_str(e)}. (#4.3.0)") from None
         return False
 
 
@@ -379,7 +380,7 @@ def run_program(command, fd, env, home, out):
         proc = subprocess.run(["/bin/sh", "-c", command], stdin=fd, env=env, cwd=home,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except OSError as e:
-        raise soft(f"Unable to fork: {e.strerror}. (#4.3.0)")
+        raise soft(f"Unable to fork: {error_str(e)}. (#4.3.0)")
     out.append(proc.stdout.decode("utf-8", "surrogateescape"))
     code = proc.returncode
     if code < 0:
@@ -410,7 +411,7 @@ def forward(recipients, fd, dt, newsender, env):
                 q.to(a.encode("utf-8", "surrogateescape"))
             text, qp = q.close(), q.qp
     except OSError as e:
-        raise soft(f"Unable to fork: {e.strerror}. (#4.3.0)") from None
+        raise soft(f"Unable to fork: {error_str(e)}. (#4.3.0)") from None
     if text:
         raise LocalFailure(100 if text[:1] == "D" else 111, f"Unable to forward message: {text[1:]}.")
     return qp
@@ -510,7 +511,7 @@ def deliver(r, fd, doit=True, env=None, warn=None, say=None):
         try:
             os.chdir(r.home)
         except OSError as e:
-            raise soft(f"Unable to switch to {r.home}: {e.strerror}. (#4.3.0)")
+            raise soft(f"Unable to switch to {r.home}: {error_str(e)}. (#4.3.0)")
         check_home(doit, warn)
         cenv = command_env(r, env)
         if doit:

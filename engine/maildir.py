@@ -37,6 +37,7 @@ from engine import compiled, conf, control, quota as maildirquota
 from engine.mailbox import (CHDIR_MAILDIR, MAILDIR_CORRUPT, MAILDIR_CREATE, MBOX_OPEN, MBOX_READ,
                             MBOX_WRITE, PERM, READ_MESSAGE, SLOW_LOCK, TEMP, TEMP_MAILDIR, MailboxError,
                             QuotaExceeded, temp)
+from engine.tcpto import error_str
 
 kernel = compiled.load("maildir")
 
@@ -173,7 +174,7 @@ def _mbox_quota(path, quota, message):
     except FileNotFoundError:
         current = 0
     except OSError as e:
-        raise temp(f"Unable to quota {os.fsdecode(path)}: {e.strerror}. (#4.3.0)")
+        raise temp(f"Unable to quota {os.fsdecode(path)}: {error_str(e)}. (#4.3.0)")
     total = current + message_size(message)
     percent = total * 100 // limit
     if total > limit:
@@ -209,7 +210,7 @@ def deliver_mbox(path, ufline, prefix, message, *, quota=None, near_quota=None):
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as e:
-        raise MailboxError(TEMP, MBOX_OPEN.format(name, e.strerror), name) from e
+        raise MailboxError(TEMP, MBOX_OPEN.format(name, error_str(e)), name) from e
     try:
         locked = _lock(fd)
         pos = os.lseek(fd, 0, os.SEEK_END)
@@ -218,7 +219,7 @@ def deliver_mbox(path, ufline, prefix, message, *, quota=None, near_quota=None):
         except OSError as e:
             if locked:
                 os.ftruncate(fd, pos)
-            text = MBOX_READ.format(e.strerror) if e.step == "read" else MBOX_WRITE.format(name, e.strerror)
+            text = MBOX_READ.format(error_str(e)) if e.step == "read" else MBOX_WRITE.format(name, error_str(e))
             raise MailboxError(TEMP, text, name) from e
     finally:
         os.close(fd)
@@ -240,7 +241,7 @@ def run_quotawarn(target, fd, env):
     try:
         code = subprocess.run([prog, target], stdin=fd, env=env).returncode
     except OSError as e:
-        code, why = 2, e.strerror
+        code, why = 2, error_str(e)
     if code < 0:
         raise temp("Aack, child crashed. (#4.3.0)")
     if code == 2:

@@ -21,6 +21,7 @@ import time
 from engine import conf, control, newfield
 from engine.date822 import date822
 from engine.mailmagic import ALLOW, DEFAULT, DENY, FORCE, Field, headermagic
+from engine.tcpto import error_str
 
 FATAL = "qmail-quotawarn: fatal: "
 
@@ -164,7 +165,7 @@ def main(argv=None):
         sys.stderr.write(f"{FATAL}File has been locked for 30 seconds straight. (#4.3.0)\n")
         return 111
     except OSError as e:
-        sys.stderr.write(f"{FATAL}Unable to write {target}: {e.strerror}\n")
+        sys.stderr.write(f"{FATAL}Unable to write {target}: {error_str(e)}\n")
         return 111
     return 0
 

@@ -23,6 +23,7 @@ import time
 
 from engine import newfield, qq
 from engine.mailmagic import ALLOW, DEFAULT, DENY, FORCE, Field, headermagic
+from engine.tcpto import error_str
 
 FATAL = "qmail-reply: fatal: "
 WARN = "qmail-reply: warn: "
@@ -152,7 +153,7 @@ def touch_stamp(sender):
     try:
         os.close(os.open(b"tmp/@" + sender, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     except OSError as e:
-        sys.stderr.write(f"{WARN}Unable to create stamp: {e.strerror}\n")
+        sys.stderr.write(f"{WARN}Unable to create stamp: {error_str(e)}\n")
 
 
 def update_db(digest, now, timeout):
@@ -188,7 +189,7 @@ def recent(sender, maildir, digest, timeout=REPLY_TIMEOUT):
     try:
         os.chdir(maildir)
     except OSError as e:
-        sys.stderr.write(f"{WARN}Unable to switch to {maildir}: {e.strerror}\n")
+        sys.stderr.write(f"{WARN}Unable to switch to {maildir}: {error_str(e)}\n")
         return False
     now = time.time()
     # the reply runs before the first delivery may have made the Maildir: its stamps need tmp/
@@ -204,7 +205,7 @@ def recent(sender, maildir, digest, timeout=REPLY_TIMEOUT):
             try:
                 update_db(digest, now, timeout)
             except OSError as e:
-                sys.stderr.write(f"{WARN}Database update failed: {e.strerror}\n")
+                sys.stderr.write(f"{WARN}Database update failed: {error_str(e)}\n")
         return False
     finally:
         if lock == 1:
@@ -256,7 +257,7 @@ def read_file(path, what):
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise Fatal(100, f"Unable to {what} '{path}': {e.strerror}") from None
+        raise Fatal(100, f"Unable to {what} '{path}': {error_str(e)}") from None
 
 
 def junk_lines(data):

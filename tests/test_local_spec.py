@@ -500,9 +500,9 @@ def test_reply_message_and_subject_magic(tmp_path, monkeypatch):
     (["-x"], {}, 100, "qmail-reply: usage: qmail-reply [-f mailfile] [-j junkfile] [maildir]\n"),
     ([], dict(REPLY_ENV), 100, "qmail-reply: fatal: QMAILREPLYTEXT not present.\n"),
     (["-f", "/nonexistent/text"], dict(REPLY_ENV), 100,
-     "qmail-reply: fatal: Unable to open '/nonexistent/text': No such file or directory\n"),
+     "qmail-reply: fatal: Unable to open '/nonexistent/text': file does not exist\n"),
     (["-j", "/nonexistent/junk"], dict(REPLY_ENV, QMAILREPLYTEXT="t"), 100,
-     "qmail-reply: fatal: Unable to read '/nonexistent/junk': No such file or directory\n"),
+     "qmail-reply: fatal: Unable to read '/nonexistent/junk': file does not exist\n"),
     ([], dict(REPLY_ENV, QMAILREPLYTEXT="t", RECIPIENT="@example.test", HOST=None), 100,
      "qmail-reply: fatal: Bad RECIPIENT address.\n"),
     ([], dict(REPLY_ENV, QMAILREPLYTEXT="t", HOST=None), 100, "qmail-reply: fatal: Environment HOST not present.\n"),
@@ -584,3 +584,17 @@ def test_maildir_directories_are_private(tmp_path):
     for d in ("", "tmp", "new", "cur"):
         assert stat.S_IMODE(os.stat(os.path.join(home, "Maildir", d)).st_mode) == 0o700
     maildir.make_maildir(os.path.join(home, "Maildir"))  # existing dirs are fine
+
+
+# --- system error texts are qmail's error_str ones ---------------------------------------------
+
+def test_error_texts_use_qmail_wording(tmp_path):
+    env, _ = base_env(str(tmp_path))
+    missing = str(tmp_path / "nohome")
+    assert deliver(str(tmp_path), rcpt(missing), env) == (
+        111, f"Unable to switch to {missing}: file does not exist. (#4.3.0)\n")
+    assert deliver(str(tmp_path), rcpt("relative"), env) == (
+        100, "qmail-local: usage: qmail-local [ -nN ] user homedir local dash ext domain sender aliasempty\n")
+    home = make_home(str(tmp_path))
+    assert deliver(str(tmp_path), rcpt(home, aliasempty="./nodir/Mailbox"), env) == (
+        111, "Unable to open ./nodir/Mailbox: file does not exist. (#4.2.1)\n")
