@@ -13,6 +13,7 @@ import pwd
 import sys
 
 from engine import conf
+from engine.mailbox import TEMP_ERRNOS
 
 QLX_NFS = 115
 QLX_NOALIAS = 116
@@ -21,6 +22,10 @@ GETPW_USERLEN = 32
 
 class NoAlias(Exception):
     """There is no passwd entry for the alias user."""
+
+
+class NfsFailure(LookupError):
+    """A home directory could not be examined for a temporary reason (qmail-getpw exits QLX_NFS)."""
 
 
 def _owner_home(username):
@@ -33,8 +38,9 @@ def _owner_home(username):
     try:
         if os.stat(pw.pw_dir).st_uid == pw.pw_uid:
             return pw
-    except FileNotFoundError:
-        return None
+    except OSError as e:  # a missing or unreadable home is no match; a temporary error defers
+        if e.errno in TEMP_ERRNOS:
+            raise NfsFailure(f"NFS failure in qmail-getpw: {pw.pw_dir}: {e.strerror}") from None
     return None
 
 
@@ -67,6 +73,8 @@ def main(argv=None):
         fields = getpw(argv[0])
     except NoAlias:
         return QLX_NOALIAS
+    except NfsFailure:
+        return QLX_NFS
     sys.stdout.buffer.write(b"".join(str(f).encode("utf-8", "surrogateescape") + b"\0" for f in fields))
     return 0
 

@@ -190,7 +190,10 @@ def alias_target(qmailhome, local_part, env=None, aliasempty=None):
 
 def passwd_lookup(qmailhome, local_part):
     """qmail-getpw's passwd rules, ending at the alias user."""
-    found = getpw.getpw(local_part, alias=False)
+    try:
+        found = getpw.getpw(local_part, alias=False)
+    except getpw.NfsFailure:
+        raise Refusal(QLX_NFS) from None
     return Target(*found) if found else alias_target(qmailhome, local_part)
 
 
