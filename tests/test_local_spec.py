@@ -598,3 +598,61 @@ def test_error_texts_use_qmail_wording(tmp_path):
     home = make_home(str(tmp_path))
     assert deliver(str(tmp_path), rcpt(home, aliasempty="./nodir/Mailbox"), env) == (
         111, "Unable to open ./nodir/Mailbox: file does not exist. (#4.2.1)\n")
+
+
+# --- §3.3 a server that refuses the LDAPv3 bind gets an LDAPv2 one ------------------------------
+
+class BindOnlyServer:
+    """A loopback LDAP server that answers bind requests only: protocolError to the versions in
+    `refuse`, success to the others; it records the version of every bind it got."""
+
+    def __init__(self, refuse):
+        import socket
+        import threading
+        self.refuse, self.versions = refuse, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = conn.recv(4096)
+                # 30 LL 02 01 <msgid> 60 LL 02 01 <version> ...: short lengths for an anonymous bind
+                if len(data) < 10 or data[5] != 0x60:
+                    continue
+                msgid, version = data[4], data[9]
+                self.versions.append(version)
+                code = 2 if version in self.refuse else 0
+                conn.sendall(bytes([0x30, 0x0c, 0x02, 0x01, msgid, 0x61, 0x07, 0x0a, 0x01, code,
+                                    0x04, 0x00, 0x04, 0x00]))
+                conn.recv(4096)  # the unbind, or the client going away
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("refuse,versions,error", [((3,), [3, 2], None), ((3, 2), [3, 2], qldap.LdapFail),
+                                                   ((), [3], None)])
+def test_ldapv2_fallback_after_protocol_error(refuse, versions, error):
+    server = BindOnlyServer(refuse)
+    cfg = qldap.Config(servers=[f"127.0.0.1:{server.port}"], timeout=5)
+    try:
+        d = qldap.Directory(cfg)
+        if error:
+            with pytest.raises(error):
+                d.connect()
+            assert error.report == "ZTemporary failure in LDAP lookup. (#4.4.3)."
+        else:
+            d.connect()
+            d.close()
+    finally:
+        server.close()
+    assert server.versions == versions
