@@ -656,3 +656,17 @@ def test_ldapv2_fallback_after_protocol_error(refuse, versions, error):
     finally:
         server.close()
     assert server.versions == versions
+
+
+# --- §3.8 an unusable userPassword is a broken entry (auth_pop exit 25), not a wrong password ------
+
+@pytest.mark.parametrize("stored,code", [("{NS-MTA-MD5}" + "a" * 63, 25), ("{SSHA}not*base64", 25),
+                                         ("{smd5}AAAA", 25), ("{SHA}wrongdigest", 3), ("{crypt}xx", 3)])
+def test_unusable_password_value_is_a_broken_entry(qmailhome, slapd, boxes, stored, code):  # noqa: F811
+    from engine import checkpassword as cp
+    from support.pop3 import ldap_controls
+    ldap_controls(qmailhome, slapd)
+    login, _ = boxes.user(slapd, make_home=False, userPassword=stored)
+    with pytest.raises(cp.AuthError) as e:
+        cp.authenticate(login, b"pw", cp.Settings.load(qmailhome))
+    assert e.value.code == code
