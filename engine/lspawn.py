@@ -78,9 +78,11 @@ class Refusal(Exception):
 
 
 def report(code, output):
-    """qmail-lspawn's report(): status letter and text for a qmail-local exit code."""
+    """qmail-lspawn's report(): status letter and text for a qmail-local exit code; the output
+    is passed on up to its first NUL, as report() copies it."""
     if code in QLX_TEXT:
         return QLX_TEXT[code][:1], QLX_TEXT[code][1:]
+    output = output.split(b"\0", 1)[0]
     if code == 0:
         return b"K", output
     if code in (111, 71, 74, 75):

@@ -130,6 +130,10 @@ def test_lspawn_report_for_each_exit_code(code, letter, text):
     assert lspawn.report(code, b"did 0+0+1\n") == (letter, text)
 
 
+def test_lspawn_report_stops_at_a_nul():
+    assert lspawn.report(0, b"program said\0hidden\ndid 0+0+1\n") == (b"K", b"program said")
+
+
 def test_lspawn_empty_local_part_is_success_without_delivery(qmailhome):
     w = lspawn.Worker(qmailhome, "./Maildir/", None)
     assert w.deliver(b"0/123", b"a@b.test", b"@example.test") == (b"K", b"")
