@@ -50,12 +50,10 @@ def _unlink(path):
 def clean(queue, kind, msgid):
     """Remove the files of one request; False when an unlink failed.
 
-    A todo/ request leaves intd/ alone: our qmail-queue renames intd/ to todo/, so none is
-    left beside a todo/ file (qmail's linked one, in a queue taken over from qmail, goes
-    with the message's foop/ request, which removes intd/ as well)."""
+    Both requests remove intd/ first, as qmail-clean.c does: our qmail-queue renames intd/ to
+    todo/ and leaves none, but a queue taken over from qmail has intd/ linked beside todo/."""
     try:
-        if kind == "foop":
-            _unlink(hier.queue_file(queue, "intd", msgid))
+        _unlink(hier.queue_file(queue, "intd", msgid))
         _unlink(hier.queue_file(queue, "mess" if kind == "foop" else "todo", msgid))
     except OSError:
         return False

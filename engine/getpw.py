@@ -5,27 +5,35 @@ names a passwd user with a non-zero uid whose home directory exists and is
 owned by that uid wins: dash "" without extension, else "-" and the rest.
 Otherwise the alias user gets the whole local part as its extension.
 As a program: `qmail-getpw local` prints user, uid, gid, home, dash, ext
-each NUL-terminated; exit 116 (QLX_NOALIAS) when even alias is missing.
+each NUL-terminated; exit 100 without an argument, 116 (QLX_NOALIAS) when
+even alias is missing, 115 (QLX_NFS) when a home directory cannot be
+checked for a temporary reason (an empty local part is the alias user's).
 """
 
+import errno
 import os
 import pwd
 import sys
 
 from engine import conf
-from engine.mailbox import TEMP_ERRNOS
 
 QLX_NFS = 115
 QLX_NOALIAS = 116
 GETPW_USERLEN = 32
 
 
+# qmail's error_temp(): a home directory that cannot be checked for one of these defers
+TEMP_ERRNOS = frozenset((errno.EINTR, errno.ENOMEM, errno.ETXTBSY, errno.EIO, errno.ETIMEDOUT, errno.EAGAIN,
+                         errno.ENFILE, errno.EMFILE, errno.ENOSPC, errno.EHOSTDOWN, errno.EHOSTUNREACH,
+                         errno.ENETDOWN, errno.ENETUNREACH, errno.ECONNREFUSED, errno.EDQUOT, errno.ESTALE))
+
+
 class NoAlias(Exception):
     """There is no passwd entry for the alias user."""
 
 
-class NfsFailure(LookupError):
-    """A home directory could not be examined for a temporary reason (qmail-getpw exits QLX_NFS)."""
+class NfsFailure(OSError):
+    """A home directory could not be checked for a temporary reason (qmail-getpw's QLX_NFS)."""
 
 
 def _owner_home(username):
@@ -38,9 +46,9 @@ def _owner_home(username):
     try:
         if os.stat(pw.pw_dir).st_uid == pw.pw_uid:
             return pw
-    except OSError as e:  # a missing or unreadable home is no match; a temporary error defers
+    except OSError as e:  # missing or forbidden: not this user; temporary trouble: try later
         if e.errno in TEMP_ERRNOS:
-            raise NfsFailure(f"NFS failure in qmail-getpw: {pw.pw_dir}: {e.strerror}") from None
+            raise NfsFailure(e.errno, f"unable to stat {pw.pw_dir}") from None
     return None
 
 
@@ -67,7 +75,7 @@ def getpw(local, alias=True):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or not argv[0]:
+    if not argv:
         return 100
     try:
         fields = getpw(argv[0])

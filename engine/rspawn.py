@@ -12,9 +12,12 @@ number in flight at or under concurrencyremote.
 import asyncio
 import mmap
 import os
+import pwd
 import signal
+import stat
+import traceback
 
-from engine import conf, remote, spawn, tcpok
+from engine import conf, hier, remote, spawn, tcpok
 from engine.arbiter import log
 
 
@@ -39,30 +42,57 @@ def merge_report(output):
     return letter, text
 
 
-def read_message(home, messid):
-    path = os.path.join(home, "queue", "mess", messid.decode())
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
+class Refused(Exception):
+    """spawn.c's answer for a message file it will not deliver: (letter, text) in args."""
+
+
+def read_message(home, messid, queue_uid=None):
+    """The message bytes (mmap'ed); Refused for spawn.c's fstat, type and owner checks."""
+    fd = os.open(os.path.join(home, "queue", "mess", messid.decode()), os.O_RDONLY)  # a directory opens too
+    try:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            raise Refused(b"Z", b"qmail-spawn unable to fstat message. (#4.3.0)") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(b"Z", b"Sorry, message has wrong type. (#4.3.5)")
+        if queue_uid is not None and st.st_uid != queue_uid:  # qmailq has to be trusted
+            raise Refused(b"Z", b"Sorry, message has wrong owner. (#4.3.5)")
+        if st.st_size == 0:
             return b""
-        return mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        return mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
 
 
-async def deliver_one(home, messid, sender, recipient, controls=None):
+def queue_owner(home):
+    """qmailq's uid, which every mess/ file must have; None for a single-user instance."""
+    if hier.is_single_user(home):
+        return None
+    try:
+        return pwd.getpwnam(conf.USER_QUEUE).pw_uid
+    except KeyError:
+        return None
+
+
+async def deliver_one(home, messid, sender, recipient, controls=None, queue_uid=None):
     refused = spawn.request_error(messid, recipient)
     if refused:
         return refused
     at = recipient.rfind(b"@")
     try:
-        message = read_message(home, messid)
+        message = read_message(home, messid, queue_uid)
+    except Refused as r:
+        return r.args
     except OSError:
         return b"Z", b"qmail-spawn unable to open message. (#4.3.0)"
     try:
         host = recipient[at + 1:].decode("utf-8", "surrogateescape")
         output = await remote.deliver_output(host, sender, [recipient], message, home=home,
                                              controls=controls)
-    except Exception as e:  # a client bug must defer, never lose
-        return b"Z", f"qmail-remote crashed: {type(e).__name__}: {e}".encode()
+    except Exception:  # a client bug must defer, never lose; the log gets the traceback
+        log("alert: qmail-remote crashed: " + traceback.format_exc().replace("\n", "/"))
+        return b"Z", b"qmail-remote crashed."
     finally:
         if isinstance(message, mmap.mmap):
             message.close()
@@ -73,6 +103,7 @@ class Pool:
     def __init__(self, home):
         self.home = home
         self.controls = None
+        self.queue_uid = queue_owner(home)
         self.reload()
 
     def reload(self):
@@ -86,6 +117,7 @@ class Pool:
         writer.write(spawn.encode_limit(conf.SPAWN))
         requests = spawn.RequestReader()
         tasks = set()
+        busy = set()  # slots with a delivery in progress (spawn.c's d[delnum].used)
         while True:
             data = await reader.read(65536)
             if not data:
@@ -93,16 +125,24 @@ class Pool:
             for slot, messid, sender, recipient in requests.feed(data):
                 if slot == spawn.HUP_SLOT and not (messid or sender or recipient):
                     continue
-                task = asyncio.create_task(self.run(slot, messid, sender, recipient, writer))
+                refused = spawn.slot_error(slot, busy)
+                if refused:
+                    writer.write(spawn.encode_reply(slot, *refused, truncreport=0))
+                    continue
+                busy.add(slot)
+                task = asyncio.create_task(self.run(slot, messid, sender, recipient, writer, busy))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         writer.close()
 
-    async def run(self, slot, messid, sender, recipient, writer):
-        letter, text = await deliver_one(self.home, messid, sender, recipient, self.controls)
-        writer.write(spawn.encode_reply(slot, letter, text))
+    async def run(self, slot, messid, sender, recipient, writer, busy):
+        try:
+            letter, text = await deliver_one(self.home, messid, sender, recipient, self.controls, self.queue_uid)
+        finally:
+            busy.discard(slot)  # before the reply: qmail-send may reuse the slot as soon as it reads it
+        writer.write(spawn.encode_reply(slot, letter, text, truncreport=0))  # qmail-rspawn.c: truncreport = 0
         await writer.drain()
 
     async def main(self, listener):

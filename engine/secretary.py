@@ -44,6 +44,7 @@ import sys
 import time
 
 from engine import newfield, qq
+from engine.durable import fsync_path
 from engine.mailbox import MailboxError
 from engine.maildir import make_maildir
 from engine.mailmagic import ALLOW, DEFAULT, DENY, FORCE, Field, headermagic
@@ -207,7 +208,7 @@ class Secretary:
             finally:
                 os.close(fd)
             os.link(tmp, final)
-            fsync_dir(os.path.join(self.maildir, subdir))
+            fsync_path(os.path.join(self.maildir, subdir))
         except OSError as e:
             raise Fatal(111, f"{FATAL}Unable to store message: {e.strerror}") from None
         finally:
@@ -315,14 +316,6 @@ def attach(message, maxsize):
     if len(message) <= maxsize:
         return message
     return message[:maxsize] + b"\n\n--- End of message stripped.\n"
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def release(path):

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 
 from engine import bounce, compiled, conf, control, hier, qq, spawn
 from engine.arbiter import log
-from engine.todo import Rewriter, _safe, parse_envelope, records, syncfs, write_channel_files
+from engine.durable import fsync_path, syncfs
+from engine.todo import Rewriter, _safe, parse_envelope, records, write_channel_files
 
 _scan = compiled.load("queuescan")
 LOCAL, REMOTE = 0, 1
@@ -278,11 +279,7 @@ class Scheduler:
     def write_durably(self, msgid, sender, local, remote, birth):
         """info/ and the channel files, fsynced, before qmail-clean is asked to remove todo/."""
         for path in write_channel_files(self.queue, msgid, sender, local, remote, birth):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(path)
 
     def preprocess_direct(self, job):
         """A direct job meets its first deferral or failure: from now on it lives in info/ and local/."""

@@ -5,10 +5,13 @@ sender `\\0`, recipient `\\0`. Reply: 2-byte slot, a status letter (K
 success, Z deferral, D failure) and the report text, `\\0`. Slot 0xBEEF
 with empty fields asks the pool to re-read its control files (qmail's HUP
 message). At connect the pool first sends its 2-byte spawn limit.
-Reports longer than 3000 bytes are cut as spawn.c does.
+Reports longer than 3000 bytes are cut as spawn.c does for qmail-lspawn
+(qmail-rspawn's truncreport is 0: remote reports are never cut).
 """
 
 import struct
+
+from engine import conf
 
 HUP_SLOT = 0xBEEF
 TRUNCREPORT = 3000
@@ -28,14 +31,16 @@ def encode_request(slot, messid, sender, recipient):
     return _SLOT.pack(slot) + messid + b"\0" + sender + b"\0" + recipient + b"\0"
 
 
-def encode_reply(slot, letter, text):
-    text = truncate(text).replace(b"\0", b"")
+def encode_reply(slot, letter, text, truncreport=TRUNCREPORT):
+    text = truncate(text, truncreport).replace(b"\0", b"")
     return _SLOT.pack(slot) + letter + text + b"\0"
 
 
-def truncate(text):
-    if len(text) > TRUNCREPORT:
-        return text[:TRUNCREPORT] + TOO_LONG
+def truncate(text, truncreport=TRUNCREPORT):
+    """spawn.c: output over truncreport bytes keeps its first truncreport - len(TOO_LONG) - 3
+    bytes and gets TOO_LONG; a truncreport of 100 or less (qmail-rspawn's 0) never cuts."""
+    if truncreport > 100 and len(text) > truncreport:
+        return text[:truncreport - len(TOO_LONG) - 3] + TOO_LONG
     return text
 
 
@@ -81,6 +86,15 @@ class ReplyReader:
             del self.buf[:end + 1]
             out.append((slot, letter, text))
         return out
+
+
+def slot_error(slot, busy, limit=None):
+    """spawn.c's checks on the delivery number: (letter, text) for a refused slot, or None."""
+    if slot >= (conf.SPAWN if limit is None else limit):
+        return b"Z", b"Internal error: delnum too big. (#4.3.5)"
+    if slot in busy:
+        return b"Z", b"Internal error: delnum in use. (#4.3.5)"
+    return None
 
 
 def validate_messid(messid):

@@ -161,7 +161,8 @@ def test_program_pulls_the_trigger(qmailhome):
     fifo = os.open(os.path.join(qdir(qmailhome), "lock", "trigger"), os.O_RDONLY | os.O_NONBLOCK)
     try:
         assert run_queue(qmailhome)[0] == 0
-        assert os.read(fifo, 10) == b"\0"
+        [msgid] = todo_ids(qmailhome)
+        assert os.read(fifo, 30) == b"%d\0" % msgid, "the new message's id, so qmail-todo need not scan"
     finally:
         os.close(fifo)
 
@@ -352,7 +353,7 @@ def test_enqueue_returns_the_id_of_a_complete_message(qmailhome):
     fifo = os.open(os.path.join(qdir(qmailhome), "lock", "trigger"), os.O_RDONLY | os.O_NONBLOCK)
     try:
         msgid = queue.enqueue(b"Subject: x\n\nhi\n", b"s@x.test", [b"r@x.test", b"q@y.test"], home=qmailhome)
-        assert os.read(fifo, 10) == b"\0"
+        assert os.read(fifo, 30) == b"%d\0" % msgid
     finally:
         os.close(fifo)
     assert todo_ids(qmailhome) == [msgid] and files_of(qmailhome, msgid) == {"mess", "todo"}
@@ -519,3 +520,86 @@ def test_sigkill_at_random_points_never_leaves_a_partial_message(qmailhome):
     assert completed <= len(queued) and -signal.SIGKILL in codes
     print(f"200 runs, kills within {window * 1e3:.0f} ms, in {time.monotonic() - start:.1f} s: "
           f"{len(queued)} queued, {completed} exited 0")
+
+
+# --- group commit (engine.queue.enqueue_batch, smtpservices.GroupCommit) -------------------
+
+def test_a_batch_queues_every_message_and_refuses_only_the_bad_one(qmailhome):
+    fifo = os.open(os.path.join(qdir(qmailhome), "lock", "trigger"), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        items = [(b"Subject: %d\n\n%d\n" % (i, i), b"s@x.test", [b"r%d@x.test" % i]) for i in range(4)]
+        items[2] = (b"Subject: bad\n\n", b"s@x.test", [b"r@" + b"x" * 1003])
+        results = queue.enqueue_batch(items, home=qmailhome, received=queue.RECEIVED_NETWORK)
+        announced = os.read(fifo, 200)
+    finally:
+        os.close(fifo)
+    assert isinstance(results[2], queue.QueueError) and results[2].code == queue.EXIT_ADDR_TOO_LONG
+    ids = [results[i] for i in (0, 1, 3)]
+    assert all(isinstance(i, int) for i in ids)
+    assert sorted(todo_ids(qmailhome)) == sorted(ids), "the refused message left nothing in todo/"
+    assert announced == b"".join(b"%d\0" % i for i in ids)
+    for n, msgid in zip((0, 1, 3), ids):
+        mess, todo = read_queued(qmailhome, msgid)
+        assert mess.split(b"\n", 1)[0].startswith(b"Received: (qmail ") and b" from network); " in mess
+        assert mess.endswith(b"Subject: %d\n\n%d\n" % (n, n))
+        assert envelope_of(todo)[2:] == (b"s@x.test", [b"r%d@x.test" % n])
+        assert files_of(qmailhome, msgid) == {"mess", "todo"}
+    assert os.listdir(os.path.join(qdir(qmailhome), "pid")) == []
+
+
+STRACED_BATCH = """
+import sys
+from engine import queue
+n = int(sys.argv[1])
+items = [(b"Subject: x\\n\\nbody\\n", b"s@x.test", [b"r@x.test"])] * n
+results = queue.enqueue_batch(items, home=sys.argv[2])
+assert all(isinstance(r, int) for r in results), results
+"""
+
+
+STRACED_SESSIONS = """
+import asyncio, sys
+from engine import smtpservices
+async def main(n):
+    committer = smtpservices.GroupCommit(sys.argv[2])
+    return await asyncio.gather(*(committer.enqueue(b"x\\n", b"s@x.test", [b"r@x.test"]) for _ in range(n)))
+assert all(isinstance(r, int) for r in asyncio.run(main(int(sys.argv[1]))))
+"""
+
+
+def flush_calls(home, n, script=STRACED_BATCH):
+    """(fsync + fdatasync calls, syncfs calls) made by enqueue_batch of n messages, counted by strace."""
+    out = subprocess.run(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs", "-o", "/dev/stdout",
+                          sys.executable, "-c", script, str(n), home],
+                         capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    calls = re.findall(r"\b(fsync|fdatasync|syncfs)\(", out.stdout)
+    return sum(c != "syncfs" for c in calls), calls.count("syncfs")
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="strace counts the flushes (Debian package strace)")
+def test_a_batch_shares_two_flushes_where_one_message_has_three(qmailhome):
+    assert flush_calls(qmailhome, 1) == (3, 0), "alone: mess, intd and the todo/ subdirectory"
+    assert flush_calls(qmailhome, 8) == (0, 2), "eight: one syncfs before the renames, one after"
+    assert len(todo_ids(qmailhome)) == 9
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="strace counts the flushes (Debian package strace)")
+def test_sessions_ending_data_during_a_flush_share_the_next(qmailhome):
+    assert flush_calls(qmailhome, 10, STRACED_SESSIONS) == (3, 2), \
+        "the first message is flushed alone, the nine that end DATA meanwhile together"
+
+
+def test_group_commit_queues_concurrent_sessions_together(qmailhome):
+    import asyncio
+
+    from engine import smtpservices
+
+    async def submit_all():
+        committer = smtpservices.GroupCommit(qmailhome)
+        return await asyncio.gather(*(committer.enqueue(b"Subject: %d\n\n" % i, b"s@x.test", [b"r@x.test"])
+                                      for i in range(10)))
+
+    ids = asyncio.run(submit_all())
+    assert len(set(ids)) == 10 and sorted(ids) == sorted(todo_ids(qmailhome))
+    for i, msgid in enumerate(ids):
+        assert read_queued(qmailhome, msgid)[0].endswith(b"Subject: %d\n\n" % i), "each session gets its own id"

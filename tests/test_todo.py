@@ -2,7 +2,7 @@
 
 import os
 
-from engine import cdb, todo
+from engine import cdb, queue, todo
 
 
 def write(home, name, text):
@@ -43,3 +43,51 @@ def test_parse_envelope():
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad!r}")
+
+
+def fifo(home):
+    path = os.path.join(home, "queue", "lock", "trigger")
+    if not os.path.exists(path):
+        os.mkfifo(path)
+    return path
+
+
+def test_trigger_carries_ids_and_anything_else_asks_for_a_scan(qmailhome):
+    t = todo.Trigger(os.path.join(qmailhome, "queue"))
+    try:
+        assert t.drain() == ([], False), "nothing waiting"
+        queue.pull_trigger(os.path.join(qmailhome, "queue"), 123)
+        queue.pull_trigger(os.path.join(qmailhome, "queue"), 45)
+        assert t.drain() == ([123, 45], False)
+        queue.pull_trigger(os.path.join(qmailhome, "queue"))
+        assert t.drain() == ([], True), "qmail's single byte: rescan"
+        w = os.open(fifo(qmailhome), os.O_WRONLY | os.O_NONBLOCK)
+        os.write(w, b"7\0x\n\0" + b"8")
+        assert t.drain() == ([7], True), "an administrator's echo: rescan"
+        os.write(w, b"9\0")
+        assert t.drain() == ([89], False), "a record cut by a read is completed by the next"
+        os.close(w)
+    finally:
+        t.close()
+
+
+def test_a_pipe_drained_full_means_ids_may_be_missing(qmailhome):
+    q = os.path.join(qmailhome, "queue")
+    t = todo.Trigger(q)
+    try:
+        n = 0
+        while True:
+            w = os.open(fifo(qmailhome), os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                os.write(w, b"%d\0" % (1000000 + n))
+            except BlockingIOError:
+                break
+            finally:
+                os.close(w)
+            n += 1
+        queue.pull_trigger(q, 5)  # the pipe is full: this id is lost, as a busy qmail-queue's would be
+        ids, scan = t.drain()
+        assert len(ids) == n and 5 not in ids
+        assert scan, "a full pipe forces the scan that finds the lost id"
+    finally:
+        t.close()
