@@ -186,6 +186,8 @@ def _check_ldap(login, password, settings, directory):
             stored = entry.single(PASSWORD_ATTR)
             if stored is None:
                 raise _NoSuch()  # check_ldap returns NOSUCH: the passwd backend is asked
+            if passwd.malformed(stored):  # cmp_passwd's BADVAL: a broken entry, not a wrong password
+                raise AuthError(BADENTRY, f"{login}: unusable userPassword value")
             ok = passwd.check(password, stored)
     except qldap.QldapError as e:
         raise _ldap_error(e) from e

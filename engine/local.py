@@ -17,6 +17,7 @@ uid), the program entry `main()` is for tools and tests that call
 qmail-local by name.
 """
 
+import errno
 import os
 import stat
 import subprocess
@@ -25,8 +26,9 @@ import time
 from dataclasses import dataclass, field
 
 from engine import conf, maildir, qq
-from engine.mailbox import MailboxError
+from engine.mailbox import TEMP_ERRNOS, MailboxError
 from engine.quote import quote2
+from engine.tcpto import error_str
 
 PERMANENT_PROGRAM_EXITS = {100, 64, 65, 70, 76, 77, 78, 112}
 DOT_STOCK, DOT_LDAP, DOT_BOTH = "dot", "ldap", "both"
@@ -72,6 +74,7 @@ class Instructions:
     newsender: str = ""
     default: str | None = None     # $DEFAULT when a -default file matched
     replies: list = field(default_factory=list)  # qmail-reply commands run while parsing
+    stop_after_first: bool = False  # a qmail-reply exited 99: only the first line is run (flag99)
 
 
 # --- the environment (qmail-command(8)) -------------------------------------------------
@@ -130,16 +133,20 @@ def command_env(r, base=None):
 
 # --- checks ---------------------------------------------------------------------------
 
-def check_home(doit=True):
-    """checkhome(): the current directory (HOME) must not be writable by others nor sticky."""
+def check_home(doit=True, warn=None):
+    """checkhome(): the current directory (HOME) must not be writable by others nor sticky
+    (with -n a sticky home is only a warning)."""
     try:
         st = os.stat(".")
     except OSError as e:
-        raise soft(f"Unable to stat home directory: {e.strerror}. (#4.3.0)")
+        raise soft(f"Unable to stat home directory: {error_str(e)}. (#4.3.0)")
     if st.st_mode & conf.PATTERN:
         raise soft("Uh-oh: home directory is writable. (#4.7.0)")
-    if st.st_mode & stat.S_ISVTX and doit:
-        raise soft("Home directory is sticky: user is editing his .qmail file. (#4.2.1)")
+    if st.st_mode & stat.S_ISVTX:
+        if doit:
+            raise soft("Home directory is sticky: user is editing his .qmail file. (#4.2.1)")
+        if warn:
+            warn("Warning: home directory is sticky.")
 
 
 def check_loop(header_lines, dt):
@@ -169,15 +176,16 @@ def safe_ext(ext):
 
 
 def _open_qmail(name):
-    """(fd, forward_only) of a usable .qmail file, or None; writable ones are refused."""
+    """qmeexists(): (fd, forward_only) of a usable .qmail file, or None; writable ones are refused.
+
+    A temporary system error, EPERM or EACCES defers; any other error (ENOENT, ENOTDIR,
+    ELOOP, ...) means there is no such file."""
     try:
         fd = os.open(name, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
-        return None
     except OSError as e:
-        raise soft(f"Unable to open {name}: {e.strerror}. (#4.3.0)")
+        if e.errno in TEMP_ERRNOS or e.errno in (errno.EPERM, errno.EACCES):
+            raise soft(f"Unable to open {name}: {error_str(e)}. (#4.3.0)") from None
+        return None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
@@ -210,13 +218,14 @@ def qmail_search(dash, ext):
 
 
 def _exists(name):
+    """qmeox(): stat() finds the file; only a temporary system error defers."""
     try:
         os.stat(name)
         return True
-    except FileNotFoundError:
-        return False
     except OSError as e:
-        raise soft(f"Unable to open {name}: {e.strerror}. (#4.3.0)")
+        if e.errno in TEMP_ERRNOS:
+            raise soft(f"Unable to open {name}: {error_str(e)}. (#4.3.0)") from None
+        return False
 
 
 def owner_sender(r):
@@ -233,21 +242,19 @@ def owner_sender(r):
 
 # --- the instruction list --------------------------------------------------------------
 
-def dot_mode(env):
+def dot_mode(env, say=None):
     """QMAILDOTMODE -> (mode, LDAP programs allowed)."""
     value = env.get("QMAILDOTMODE")
     if value is None:
         return DOT_STOCK, False
     v = value.lower()
-    if v == "ldaponly":
-        return DOT_LDAP, False
-    if v == "ldapwithprog":
-        return DOT_LDAP, True
-    if v == "dotonly":
-        return DOT_STOCK, False
-    if v == "both":
-        return DOT_BOTH, True
-    raise hard(f"Error: Non valid dot-mode found: {value}. (#5.3.5)")
+    known = {"ldaponly": (DOT_LDAP, False), "ldapwithprog": (DOT_LDAP, True),
+             "dotonly": (DOT_STOCK, False), "both": (DOT_BOTH, True)}
+    if v not in known:
+        raise hard(f"Error: Non valid dot-mode found: {value}. (#5.3.5)")
+    if say:
+        say(f"DOTMODE_{v.upper()} ")
+    return known[v]
 
 
 def split_escaped(value):
@@ -268,20 +275,33 @@ def split_escaped(value):
     return items
 
 
-def ldap_part(r, env, allow_programs, ins, warn):
-    """The LDAP lines in qmail-ldap's order: programs, forwards, the default delivery, then `#`."""
-    ins.newsender = r.sender
+_MODE_NOTES = {"forwardonly": "force forward only ", "nolocal": "no file delivery ",
+               "nombox": "no file delivery ", "noforward": "no mail forwarding ",
+               "noprogram": "no program delivery "}
+
+
+def ldap_modes(r, env, ins, warn, reply=None, say=None):
+    """Parse QMAILMODE. `reply` runs at once, while parsing, as qmail-local does: a failing
+    qmail-reply stops the delivery before any .qmail file is looked at."""
     for mode in split_escaped(env["QMAILMODE"]) if "QMAILMODE" in env else []:
         m = mode.lower()
+        if say and m in _MODE_NOTES:
+            say(_MODE_NOTES[m])
         if m == "forwardonly":
             ins.forward_only_ldap = ins.no_local = ins.no_program = True
         elif m == "reply":
-            if r.sender:
-                if "QMAILREPLYTEXT" in env:
-                    arg = r.aliasempty if r.aliasempty[:1] in (".", "/") else ""
-                    ins.replies.append("qmail-reply " + arg)
-                else:
-                    warn("Warning: Reply mode is on but there is no reply text.")
+            if not r.sender:
+                continue
+            if "QMAILREPLYTEXT" not in env:
+                warn("Warning: Reply mode is on but there is no reply text.")
+                continue
+            arg = r.aliasempty if r.aliasempty[:1] in (".", "/") else ""
+            ins.replies.append("qmail-reply " + arg)
+            if say:
+                say("reply to " + r.sender)
+                say("replytext " + env["QMAILREPLYTEXT"])
+            elif reply and reply("qmail-reply " + arg):
+                ins.stop_after_first = True  # qmail-reply exited 99: qmail-local's flag99
         elif m in ("nolocal", "nombox"):
             ins.no_local = True
         elif m == "noforward":
@@ -290,21 +310,35 @@ def ldap_part(r, env, allow_programs, ins, warn):
             ins.no_program = True
         elif m not in ("local", "forward", "program", "noreply"):
             warn(f"Warning: undefined mail delivery mode: {mode} (ignored).")
+
+
+def ldap_part(r, env, allow_programs, ins, warn, reply=None, say=None):
+    """The LDAP lines in qmail-ldap's order: programs, forwards, the default delivery, then `#`.
+
+    Built as one text and cut into lines like a .qmail file, as qmail-local does, so a
+    multi-line default delivery gives several instructions and trailing blanks are cut."""
+    ins.newsender = r.sender
+    ldap_modes(r, env, ins, warn, reply, say)
+    cmds = []
     if allow_programs and not ins.no_program and "QMAILDELIVERYPROGRAM" in env:
-        ins.lines += ["|" + p for p in split_escaped(env["QMAILDELIVERYPROGRAM"])]
+        cmds += ["|" + p + "\n" for p in split_escaped(env["QMAILDELIVERYPROGRAM"])]
     if not ins.no_forward and "QMAILFORWARDS" in env:
-        ins.lines += ["&" + a for a in split_escaped(env["QMAILFORWARDS"])]
+        cmds += ["&" + a + "\n" for a in split_escaped(env["QMAILFORWARDS"])]
     if not ins.no_local:
-        ins.lines.append(r.aliasempty)
-    ins.lines.append("#")
+        cmds.append(r.aliasempty + "\n")
+    cmds.append("#\n")
+    ins.lines += _text_lines("".join(cmds))
 
 
-def instructions(r, env, warn=lambda text: None):
-    """The lines qmail-local will execute for this recipient (cwd = HOME)."""
-    mode, allow_programs = dot_mode(env)
+def instructions(r, env, warn=lambda text: None, reply=None, say=None):
+    """The lines qmail-local will execute for this recipient (cwd = HOME).
+
+    reply(command) runs a qmail-reply command at once (True when it exited 99); say() gets
+    qmail-local -n's description lines."""
+    mode, allow_programs = dot_mode(env, say)
     ins = Instructions(lines=[])
     if mode in (DOT_LDAP, DOT_BOTH):
-        ldap_part(r, env, allow_programs, ins, warn)
+        ldap_part(r, env, allow_programs, ins, warn, reply, say)
     if mode in (DOT_STOCK, DOT_BOTH):
         found = qmail_search(r.dash, r.ext)
         if found is None and r.dash and mode == DOT_STOCK:
@@ -346,7 +380,7 @@ def run_program(command, fd, env, home, out):
         proc = subprocess.run(["/bin/sh", "-c", command], stdin=fd, env=env, cwd=home,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except OSError as e:
-        raise soft(f"Unable to fork: {e.strerror}. (#4.3.0)")
+        raise soft(f"Unable to fork: {error_str(e)}. (#4.3.0)")
     out.append(proc.stdout.decode("utf-8", "surrogateescape"))
     code = proc.returncode
     if code < 0:
@@ -377,7 +411,7 @@ def forward(recipients, fd, dt, newsender, env):
                 q.to(a.encode("utf-8", "surrogateescape"))
             text, qp = q.close(), q.qp
     except OSError as e:
-        raise soft(f"Unable to fork: {e.strerror}. (#4.3.0)") from None
+        raise soft(f"Unable to fork: {error_str(e)}. (#4.3.0)") from None
     if text:
         raise LocalFailure(100 if text[:1] == "D" else 111, f"Unable to forward message: {text[1:]}.")
     return qp
@@ -394,20 +428,18 @@ def file_delivery(line, fd, r, env):
 def execute(r, ins, fd, env, out, doit=True, say=None):
     """Run the instruction list; returns the Counts. Raises LocalFailure on the first failure.
 
-    Program output is collected in `out` (the delivery report)."""
+    The qmail-reply commands already ran while the list was built; they count as forwards.
+    Program output is collected in `out` (the delivery report); say() gets -n's lines."""
     counts = Counts()
+    counts.forwards += len(ins.replies)
     env = dict(env, NEWSENDER=ins.newsender)
     if ins.default is not None:
         env["DEFAULT"] = ins.default
     dt = dtline(r)
-    for command in ins.replies:
-        counts.forwards += 1
-        if doit:
-            run_program(command, fd, env, r.home, out)
     forwards = []
-    stop = False
+    flag99 = ins.stop_after_first  # after a program exits 99 no further line is run
     for index, line in enumerate(ins.lines):
-        if stop:
+        if index and flag99:
             break
         first = line[:1]
         if not line:
@@ -418,6 +450,8 @@ def execute(r, ins, fd, env, out, doit=True, say=None):
             continue
         if first in (".", "/"):
             if ins.no_local:
+                if say:
+                    say("disabled file delivery " + line)
                 continue
             counts.files += 1
             if ins.forward_only:
@@ -430,6 +464,8 @@ def execute(r, ins, fd, env, out, doit=True, say=None):
                 say(("maildir " if line.endswith("/") else "mbox ") + line)
         elif first == "|":
             if ins.no_program:
+                if say:
+                    say("disabled program " + line)
                 continue
             counts.programs += 1
             if ins.forward_only:
@@ -437,7 +473,7 @@ def execute(r, ins, fd, env, out, doit=True, say=None):
             if ins.forward_only_ldap:
                 raise soft("Uh-oh: user has prog delivery but is not allowed to. (#4.7.0)")
             if doit:
-                stop = run_program(line[1:], fd, env, r.home, out)
+                flag99 = run_program(line[1:], fd, env, r.home, out) or flag99
             elif say:
                 say("program " + line[1:])
         elif first == "+":
@@ -445,22 +481,29 @@ def execute(r, ins, fd, env, out, doit=True, say=None):
                 ins.forward_only = True
         else:
             counts.forwards += 1
+            address = line[1:] if first == "&" else line
             if ins.no_forward:
+                if say:
+                    say("disabled forward " + address)
                 continue
-            forwards.append(line[1:] if first == "&" else line)
-    if forwards and doit:
+            if doit:
+                forwards.append(address)
+            elif say:
+                say("forward " + address)
+    if forwards:
         counts.qp = forward(forwards, fd, dt, ins.newsender, env)
-    elif say:
-        for a in forwards:
-            say("forward " + a)
     return counts
 
 
 def deliver(r, fd, doit=True, env=None, warn=None, say=None):
-    """One delivery for recipient r with the message on fd: (exit code, output text)."""
-    warnings = []
-    warn = warn or warnings.append
+    """One delivery for recipient r with the message on fd: (exit code, output text).
+
+    Warnings, program output and failure texts go into the output in the order they happen,
+    as qmail-local's stdout and stderr reach qmail-lspawn through one pipe. say() gets the
+    description lines of -n (doit False) and is not used when delivering."""
     out = []
+    warn = warn or (lambda text: out.append(text + "\n"))
+    say = None if doit else say
     try:
         if not r.home.startswith("/"):
             raise LocalFailure(100, "qmail-local: usage: qmail-local [ -nN ] user homedir local dash "
@@ -468,8 +511,8 @@ def deliver(r, fd, doit=True, env=None, warn=None, say=None):
         try:
             os.chdir(r.home)
         except OSError as e:
-            raise soft(f"Unable to switch to {r.home}: {e.strerror}. (#4.3.0)")
-        check_home(doit)
+            raise soft(f"Unable to switch to {r.home}: {error_str(e)}. (#4.3.0)")
+        check_home(doit, warn)
         cenv = command_env(r, env)
         if doit:
             check_loop(header_lines(fd), dtline(r))
@@ -482,12 +525,19 @@ def deliver(r, fd, doit=True, env=None, warn=None, say=None):
             elif say:
                 say("group delivery")
             return 0, "".join(out) + counts.report()
-        ins = instructions(r, cenv, warn)
+        if say:
+            quota = cenv.get("MAILDIRQUOTA")
+            say(f"quota defined as: {quota}" if quota else "unlimited quota")
+        reply_env = dict(cenv, NEWSENDER=r.sender)
+
+        def reply(command):
+            return run_program(command, fd, reply_env, r.home, out)
+
+        ins = instructions(r, cenv, warn, reply if doit else None, say)
         counts = execute(r, ins, fd, cenv, out, doit, say)
-        return 0, "".join(w + "\n" for w in warnings) + "".join(out) + counts.report()
+        return 0, "".join(out) + counts.report()
     except LocalFailure as f:
-        return f.code, ("".join(w + "\n" for w in warnings) + "".join(out)
-                        + (f.text + "\n" if f.text else ""))
+        return f.code, "".join(out) + (f.text + "\n" if f.text else "")
 
 
 def parse_argv(argv):

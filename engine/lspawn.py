@@ -78,9 +78,11 @@ class Refusal(Exception):
 
 
 def report(code, output):
-    """qmail-lspawn's report(): status letter and text for a qmail-local exit code."""
+    """qmail-lspawn's report(): status letter and text for a qmail-local exit code; the output
+    is passed on up to its first NUL, as report() copies it."""
     if code in QLX_TEXT:
         return QLX_TEXT[code][:1], QLX_TEXT[code][1:]
+    output = output.split(b"\0", 1)[0]
     if code == 0:
         return b"K", output
     if code in (111, 71, 74, 75):
@@ -190,7 +192,10 @@ def alias_target(qmailhome, local_part, env=None, aliasempty=None):
 
 def passwd_lookup(qmailhome, local_part):
     """qmail-getpw's passwd rules, ending at the alias user."""
-    found = getpw.getpw(local_part, alias=False)
+    try:
+        found = getpw.getpw(local_part, alias=False)
+    except getpw.NfsFailure:
+        raise Refusal(QLX_NFS) from None
     return Target(*found) if found else alias_target(qmailhome, local_part)
 
 
@@ -216,8 +221,8 @@ def make_home(dirmaker, home, aliasempty):
         return 0
     try:
         proc = subprocess.run([dirmaker, home, aliasempty], stdin=subprocess.DEVNULL)
-    except OSError:
-        return QLX_DIRMAKESOFT
+    except OSError as e:  # dirmaker.c: a failed exec is temporary only for error_temp() errnos
+        return QLX_DIRMAKESOFT if e.errno in TEMP_ERRNOS else QLX_DIRMAKEHARD
     if proc.returncode < 0:
         return QLX_DIRMAKECRASH
     if proc.returncode == 100:

@@ -4,7 +4,16 @@ Shared by engine.maildir (Maildir and mbox writing) and engine.quota
 (Maildir++), so a caller such as qmail-local catches one exception type.
 """
 
+import errno
+
 TEMP, PERM = 111, 100
+
+# qmail's error_temp(): system errors that make a failure temporary rather than "not there"
+TEMP_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "EINTR", "ENOMEM", "ETXTBSY", "EIO", "ETIMEDOUT", "EWOULDBLOCK", "EAGAIN", "EBUSY", "ECONNABORTED",
+    "ECONNREFUSED", "ECONNRESET", "EDEADLK", "EDQUOT", "EFBIG", "EHOSTDOWN", "EHOSTUNREACH", "EMFILE",
+    "ENETDOWN", "ENETRESET", "ENETUNREACH", "ENFILE", "ENOBUFS", "ENOLCK", "ENOSPC", "ESTALE",
+    "ETOOMANYREFS", "EUSERS"))
 
 CHDIR_MAILDIR = "Unable to chdir to maildir. (#4.2.1)"
 READ_MESSAGE = "Unable to read message. (#4.3.0)"

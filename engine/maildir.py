@@ -37,6 +37,7 @@ from engine import compiled, conf, control, quota as maildirquota
 from engine.mailbox import (CHDIR_MAILDIR, MAILDIR_CORRUPT, MAILDIR_CREATE, MBOX_OPEN, MBOX_READ,
                             MBOX_WRITE, PERM, READ_MESSAGE, SLOW_LOCK, TEMP, TEMP_MAILDIR, MailboxError,
                             QuotaExceeded, temp)
+from engine.tcpto import error_str
 
 kernel = compiled.load("maildir")
 
@@ -133,19 +134,25 @@ def _maildir_error(top, e):
     return temp(TEMP_MAILDIR, f"{detail} ({e.step})")
 
 
-def deliver_maildir(maildir, prefix, message, *, quota=None, quotatrash=False, automake=False, host=None):
+def deliver_maildir(maildir, prefix, message, *, quota=None, quotatrash=False, automake=False, host=None,
+                    near_quota=None):
     """Deliver one message into a Maildir; returns Delivered(path of the new/ file, size, quota percent).
 
     prefix: the Return-Path and Delivered-To lines (bytes). message: bytes-like,
     or a readable fd (read from its offset to EOF). quota: MAILDIRQUOTA text
     (empty/None: no quota work at all). host: the name's host part, default
-    unique_host(). Raises MailboxError / QuotaExceeded."""
+    unique_host(). near_quota(): called before writing when the Maildir will be at least
+    WARNING_LEVEL percent full (qmail-local runs qmail-quotawarn there). Raises MailboxError /
+    QuotaExceeded."""
     top = os.fsencode(maildir).rstrip(b"/") or b"/"
     if automake:
-        make_maildir(top)
+        make_maildir(maildir)  # its error texts name the instruction as written, with its '/'
+
     percent = 0
     if quota:
         percent = maildirquota.check(top, quota, message_size(message), quotatrash)
+        if near_quota and percent >= maildirquota.WARNING_LEVEL:
+            near_quota()
     with maildirquota.delivering(top) if quota else nullcontext():
         try:
             name, size = kernel.deliver(top, prefix, message, unique_host() if host is None else host,
@@ -167,7 +174,7 @@ def _mbox_quota(path, quota, message):
     except FileNotFoundError:
         current = 0
     except OSError as e:
-        raise temp(f"Unable to quota {os.fsdecode(path)}: {e.strerror}. (#4.3.0)")
+        raise temp(f"Unable to quota {os.fsdecode(path)}: {error_str(e)}. (#4.3.0)")
     total = current + message_size(message)
     percent = total * 100 // limit
     if total > limit:
@@ -190,18 +197,20 @@ def _lock(fd):
             return False
 
 
-def deliver_mbox(path, ufline, prefix, message, *, quota=None):
+def deliver_mbox(path, ufline, prefix, message, *, quota=None, near_quota=None):
     """Append one message to an mbox file; returns Delivered(path, bytes written, quota percent).
 
     ufline: the `From <sender> <ctime>` line (bytes, with its newline);
-    prefix: Return-Path and Delivered-To lines; message as for deliver_maildir."""
+    prefix: Return-Path and Delivered-To lines; message and near_quota as for deliver_maildir."""
     path = os.fsencode(path)
     name = os.fsdecode(path)
     percent = _mbox_quota(path, quota, message) if quota else 0
+    if near_quota and percent >= maildirquota.WARNING_LEVEL:
+        near_quota()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as e:
-        raise MailboxError(TEMP, MBOX_OPEN.format(name, e.strerror), name) from e
+        raise MailboxError(TEMP, MBOX_OPEN.format(name, error_str(e)), name) from e
     try:
         locked = _lock(fd)
         pos = os.lseek(fd, 0, os.SEEK_END)
@@ -210,7 +219,7 @@ def deliver_mbox(path, ufline, prefix, message, *, quota=None):
         except OSError as e:
             if locked:
                 os.ftruncate(fd, pos)
-            text = MBOX_READ.format(e.strerror) if e.step == "read" else MBOX_WRITE.format(name, e.strerror)
+            text = MBOX_READ.format(error_str(e)) if e.step == "read" else MBOX_WRITE.format(name, error_str(e))
             raise MailboxError(TEMP, text, name) from e
     finally:
         os.close(fd)
@@ -232,7 +241,7 @@ def run_quotawarn(target, fd, env):
     try:
         code = subprocess.run([prog, target], stdin=fd, env=env).returncode
     except OSError as e:
-        code, why = 2, e.strerror
+        code, why = 2, error_str(e)
     if code < 0:
         raise temp("Aack, child crashed. (#4.3.0)")
     if code == 2:
@@ -250,20 +259,23 @@ def deliver_line(line, fd, rp, dt, uf, env):
     UFLINE; env is the delivery environment: MAILDIRQUOTA, the runtime forms
     of the build options AUTOMAILDIRMAKE and QUOTATRASH (set = on), and what
     qmail-quotawarn needs (USER, HOST, RECIPIENT, DTLINE). The quota warning
-    runs at 70 % and before an over-quota bounce."""
+    runs before an over-quota bounce, and before writing a message that brings the mailbox to
+    70 % (qmail-local's maildir() and mailfile(): a failing warning then defers or bounces the
+    message without having delivered it)."""
     os.lseek(fd, 0, os.SEEK_SET)
     enc = lambda s: s.encode("utf-8", "surrogateescape")  # noqa: E731
     prefix = enc(rp) + enc(dt)
     q = env.get("MAILDIRQUOTA") or None
+
+    def near_quota():
+        run_quotawarn(line, fd, env)
+        os.lseek(fd, 0, os.SEEK_SET)
+
     try:
         if line.endswith("/"):
-            done = deliver_maildir(line, prefix, fd, quota=q, quotatrash="QUOTATRASH" in env,
-                                   automake="AUTOMAILDIRMAKE" in env)
-        else:
-            done = deliver_mbox(line, enc(uf), prefix, fd, quota=q)
+            return deliver_maildir(line, prefix, fd, quota=q, quotatrash="QUOTATRASH" in env,
+                                   automake="AUTOMAILDIRMAKE" in env, near_quota=near_quota)
+        return deliver_mbox(line, enc(uf), prefix, fd, quota=q, near_quota=near_quota)
     except QuotaExceeded:
         run_quotawarn(line, fd, env)
         raise
-    if done.percent >= maildirquota.WARNING_LEVEL:
-        run_quotawarn(line, fd, env)
-    return done

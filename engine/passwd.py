@@ -108,6 +108,23 @@ def computed(clear, scheme, stored):
     return None
 
 
+def malformed(stored):
+    """A userPassword of a known scheme whose value cannot be used at all (passwd.c's BADVAL):
+    {ns-mta-md5} not 64 characters, {smd5}/{ssha} not base64 or shorter than the digest."""
+    if isinstance(stored, bytes):
+        stored = stored.decode("utf-8", "surrogateescape")
+    scheme, value = _split_scheme(stored)
+    if scheme == "ns-mta-md5":
+        return len(value) != 64
+    if scheme in _SALTED:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except ValueError:
+            return True
+        return len(raw) < len(_digest(_SALTED[scheme])(b""))
+    return False
+
+
 def check(clear, stored, cleartext=False):
     """Does the clear-text password `clear` match the userPassword value `stored`?
 

@@ -287,7 +287,7 @@ _USER_CHARS = frozenset(_ALNUM + "#-._@")
 _PATH_CHARS = frozenset(_ALNUM + "#-._@/:=")
 _PROG_CHARS = frozenset(_ALNUM + "#-._@/:=" + " \t\n\"'+,\\")
 _NOT_FIRST = "-"
-_DOTDOT_SLASH = re.compile(r"(^|/)\.\./")
+_DOTDOT_SLASH = re.compile(r"(^|/)(\.\.)+/")
 
 
 def check_user(s):
@@ -296,7 +296,9 @@ def check_user(s):
 
 
 def check_path(s):
-    """A path: alphanumerics and @ _ . / : = - #, no leading '-', no '../' component."""
+    """A path: alphanumerics and @ _ . / : = - #, no leading '-', and no '..' that ends at a '/'
+    (check.c sanitypathcheckb: a run of dots counts as '..' when it starts a component and its
+    length is even, so '../', 'a/../' and '..../' are refused, '.../' and 'a../' are not)."""
     return _charset_ok(s, _PATH_CHARS) and not _DOTDOT_SLASH.search(s)
 
 
@@ -590,6 +592,10 @@ def _forward_only(d, entry):
 _TIMEOUTS = (ldap.TIMEOUT, ldap.TIMELIMIT_EXCEEDED, ldap.BUSY)
 
 
+class _Unusable(Exception):
+    """python-ldap cannot even set up a connection for this ldapserver line."""
+
+
 class Directory:
     """One persistent, bound connection to the first ldapserver that answers.
 
@@ -608,15 +614,34 @@ class Directory:
     def _timeout(self):
         return self.cfg.timeout if self.cfg.timeout > 0 else -1
 
-    def _open(self, line):
+    def _open(self, line, version=ldap.VERSION3):
         c = ldap.initialize(server_uri(line))
-        c.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
+        c.set_option(ldap.OPT_PROTOCOL_VERSION, version)
         c.set_option(ldap.OPT_REFERRALS, 0)
         if self.cfg.timeout > 0:
             c.set_option(ldap.OPT_NETWORK_TIMEOUT, float(self.cfg.timeout))
             c.set_option(ldap.OPT_TIMEOUT, float(self.cfg.timeout))
         c.timeout = self._timeout()  # bounds every synchronous call (bind, search)
         return c
+
+    def _bind(self, line, binddn, password):
+        """A connection to `line` bound as binddn; a server answering protocolError to the
+        LDAPv3 bind gets one more try with LDAPv2 (qldap_bind)."""
+        for version in (ldap.VERSION3, ldap.VERSION2):
+            try:
+                c = self._open(line, version)
+            except ldap.LDAPError as e:
+                raise _Unusable(e) from e
+            try:
+                c.simple_bind_s(binddn, password)
+                return c
+            except ldap.PROTOCOL_ERROR:
+                _unbind(c)
+                if version == ldap.VERSION2:
+                    raise
+            except BaseException:
+                _unbind(c)
+                raise
 
     def connect(self, binddn=None, password=None):
         """Bind to the first server that answers; LdapAuth on bad credentials, BindTimeout when
@@ -627,21 +652,16 @@ class Directory:
         last = "no ldapserver configured"
         for line in self.cfg.servers:
             try:
-                c = self._open(line)
-            except ldap.LDAPError as e:  # a line python-ldap cannot parse: skip it like a dead host
-                last = f"{line}: {_desc(e)}"
-                continue
-            try:
-                c.simple_bind_s(binddn, password)
+                c = self._bind(line, binddn, password)
             except ldap.INVALID_CREDENTIALS as e:
-                _unbind(c)
                 raise LdapAuth(f"{line}: {_desc(e)}") from e
             except (ldap.SERVER_DOWN, ldap.CONNECT_ERROR, *_TIMEOUTS) as e:
-                _unbind(c)
                 last = f"{line}: {_desc(e)}"
                 continue
+            except _Unusable as e:  # a line python-ldap cannot parse: skip it like a dead host
+                last = f"{line}: {_desc(e.__cause__)}"
+                continue
             except ldap.LDAPError as e:
-                _unbind(c)
                 raise LdapFail(f"{line}: {_desc(e)}") from e
             self._conn, self.server = c, line
             return self

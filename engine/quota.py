@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from engine.mailbox import (QUOTA_OPEN, QUOTA_RACE, QUOTA_RECURSIVE, QUOTA_RERACE, QuotaExceeded,
                             temp)
+from engine.tcpto import error_str
 
 WARNING_LEVEL = 70          # QUOTA_WARNING_LEVEL: percent at which qmail-quotawarn runs
 MAILDIRSIZE_MAX = 5120      # a maildirsize this big or bigger is rebuilt
@@ -130,7 +131,7 @@ def quota_root(maildir):
         except FileNotFoundError:
             return root
         except OSError as e:
-            raise temp(f"Unable to stat maildirfolder: {e.strerror} (QUOTA #1.4.1)", os.fsdecode(root))
+            raise temp(f"Unable to stat maildirfolder: {error_str(e)} (QUOTA #1.4.1)", os.fsdecode(root))
         root += b"/.."
     raise temp(QUOTA_RECURSIVE, os.fsdecode(root))
 
@@ -209,7 +210,7 @@ def _read(path):
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise temp(QUOTA_OPEN.format(e.strerror), os.fsdecode(path))
+        raise temp(QUOTA_OPEN.format(error_str(e)), os.fsdecode(path))
     if len(data) >= MAILDIRSIZE_MAX:
         _unlink(path)
         return None

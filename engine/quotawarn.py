@@ -13,6 +13,7 @@ after the last dot starts with QUOTA_WARNING, an mbox line
 To and MIME-Version are forced).
 """
 
+import fcntl
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ import time
 from engine import conf, control, newfield
 from engine.date822 import date822
 from engine.mailmagic import ALLOW, DEFAULT, DENY, FORCE, Field, headermagic
+from engine.tcpto import error_str
 
 FATAL = "qmail-quotawarn: fatal: "
 
@@ -76,19 +78,52 @@ def write_maildir(maildir, mail, when):
     os.unlink(tmp)
 
 
-def write_mbox(path, mail, qwline, when):
+def mbox_warned(path, qwline):
+    """check_mailfile(): the mbox already holds our Qmail-QuotaWarning line (any case)."""
+    want = qwline.lower()
     try:
         with open(path, "rb") as f:
-            if any(line == qwline for line in f):
-                return
+            return any(line.lower() == want for line in f)
     except FileNotFoundError:
-        pass
+        return False
+
+
+def write_mbox(path, mail, qwline, when):
+    """write_mailfile(): append under an exclusive lock (30 s at most); a failed write is cut off."""
+    if mbox_warned(path, qwline):
+        return
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, b"From MAILER-DAEMON " + time.asctime(time.gmtime(when)).encode() + b"\n" + mail + b"\n")
-        os.fsync(fd)
+        locked = lock_mbox(fd)
+        pos = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            os.write(fd, b"From MAILER-DAEMON " + time.asctime(time.gmtime(when)).encode() + b"\n" + mail + b"\n")
+            os.fsync(fd)
+        except OSError:
+            if locked:
+                os.ftruncate(fd, pos)
+            raise
     finally:
         os.close(fd)
+
+
+def lock_mbox(fd):
+    """lock_ex with the 30 s limit of qmail-quotawarn; False where the file system cannot lock."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise Slowlock() from None
+            time.sleep(0.05)
+        except OSError:
+            return False
+
+
+class Slowlock(Exception):
+    pass
 
 
 def main(argv=None):
@@ -126,8 +161,11 @@ def main(argv=None):
                 write_maildir(target, mail, when)
         else:
             write_mbox(target, mail, qwline, when)
+    except Slowlock:
+        sys.stderr.write(f"{FATAL}File has been locked for 30 seconds straight. (#4.3.0)\n")
+        return 111
     except OSError as e:
-        sys.stderr.write(f"{FATAL}Unable to write {target}: {e.strerror}\n")
+        sys.stderr.write(f"{FATAL}Unable to write {target}: {error_str(e)}\n")
         return 111
     return 0
 

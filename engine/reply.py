@@ -17,18 +17,26 @@ headers following the %HEADER% rules (Subject defaults to
 
 import hashlib
 import os
+import re
 import sys
 import time
 
 from engine import newfield, qq
 from engine.mailmagic import ALLOW, DEFAULT, DENY, FORCE, Field, headermagic
+from engine.tcpto import error_str
 
 FATAL = "qmail-reply: fatal: "
-WARN = "qmail-reply: warning: "
+WARN = "qmail-reply: warn: "
+USAGE = "qmail-reply: usage: qmail-reply [-f mailfile] [-j junkfile] [maildir]"
 REPLY_TIMEOUT = 1209600  # 14 days
 MAX_SIZE = 128 * 1024
 STALE_LOCK = 900
+_SUBJECT_MAGIC = re.compile(rb"%SUBJECT%", re.I)  # magicsubject(): matched in any case
 JUNK = ("-request", "daemon", "-daemon", "uucp", "mailer-daemon", "mailer", "postmaster", "root", "-relay")
+
+
+class Usage(Exception):
+    """Bad options: qmail-reply's usage line, exit 100."""
 
 
 class Fatal(Exception):
@@ -49,11 +57,17 @@ def junk_sender(addr, extra=()):
 
 
 def parse_header(message):
-    """(no reply wanted, original subject) from the header lines of the message."""
+    """(no reply wanted, original subject) from the header lines of the message.
+
+    As parseheader(): the last Subject: line counts (its first line, blanks after the colon
+    skipped); a header without an empty line after it is warned about but answered."""
     subject = None
-    for raw in message.split(b"\n"):
+    lines = message.split(b"\n")
+    for i, raw in enumerate(lines):
         if raw == b"":
-            break
+            if i == len(lines) - 1:
+                break  # the end of the message, not an empty line
+            return False, subject or b"Your Mail"
         line = raw.lower()
         if line.startswith(b"mailing-list:") or line.startswith(b"x-rbl:"):
             return True, subject
@@ -63,10 +77,11 @@ def parse_header(message):
             value = line[11:].lstrip(b" \t")
             if value.startswith((b"junk", b"bulk", b"list")):
                 return True, subject
-        if line.startswith(b"subject:") and subject is None:
+        if line.startswith(b"subject:"):
             value = raw[8:].lstrip(b" \t")
             if value:
                 subject = value
+    sys.stderr.write(f"{WARN}Premature end of header. The message has no body.\n")
     return False, subject or b"Your Mail"
 
 
@@ -92,14 +107,17 @@ def trylock():
 
 
 def read_db(digest):
-    """[(sender, time)] of qmail-reply.db when it belongs to this reply text, else []."""
+    """[(sender, time)] of qmail-reply.db when it belongs to this reply text, [] when there is
+    none (or it has no QRDBv1 line); None when it was written for another reply text."""
     try:
         with open("qmail-reply.db", "rb") as f:
             lines = [ln for ln in f.read().split(b"\n") if ln]
     except FileNotFoundError:
         return []
-    if not lines or lines[0].lower() != b"qrdbv1:" + digest:
+    if not lines or not lines[0].lower().startswith(b"qrdbv1:"):
         return []
+    if lines[0].lower() != b"qrdbv1:" + digest:
+        return None
     out = []
     for line in lines[1:]:
         sender, _, stamp = line.rpartition(b":")
@@ -118,7 +136,12 @@ def stamp_recent(sender, now, timeout):
 
 
 def recently_answered(sender, digest, now, timeout):
-    for who, when in read_db(digest):
+    """recent_lookup(): the database entry, else the tmp/@sender stamp; a database of another
+    reply text means nobody was answered with this one (stamps are not looked at)."""
+    entries = read_db(digest)
+    if entries is None:
+        return False
+    for who, when in entries:
         if who.lower() == sender.lower():
             if when + timeout >= now:
                 return True
@@ -130,12 +153,12 @@ def touch_stamp(sender):
     try:
         os.close(os.open(b"tmp/@" + sender, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     except OSError as e:
-        sys.stderr.write(f"{WARN}Unable to create stamp: {e.strerror}\n")
+        sys.stderr.write(f"{WARN}Unable to create stamp: {error_str(e)}\n")
 
 
 def update_db(digest, now, timeout):
     """Fold the tmp/@ stamps into qmail-reply.db, drop expired entries, keep it under 128 KiB."""
-    entries = {who.lower(): (who, when) for who, when in read_db(digest)}
+    entries = {who.lower(): (who, when) for who, when in read_db(digest) or ()}
     stamps = [n for n in os.listdir(b"tmp") if n.startswith(b"@") and b"@" in n[1:]]
     for name in stamps:
         try:
@@ -166,7 +189,7 @@ def recent(sender, maildir, digest, timeout=REPLY_TIMEOUT):
     try:
         os.chdir(maildir)
     except OSError as e:
-        sys.stderr.write(f"{WARN}Unable to switch to {maildir}: {e.strerror}\n")
+        sys.stderr.write(f"{WARN}Unable to switch to {maildir}: {error_str(e)}\n")
         return False
     now = time.time()
     # the reply runs before the first delivery may have made the Maildir: its stamps need tmp/
@@ -182,7 +205,7 @@ def recent(sender, maildir, digest, timeout=REPLY_TIMEOUT):
             try:
                 update_db(digest, now, timeout)
             except OSError as e:
-                sys.stderr.write(f"{WARN}Database update failed: {e.strerror}\n")
+                sys.stderr.write(f"{WARN}Database update failed: {error_str(e)}\n")
         return False
     finally:
         if lock == 1:
@@ -205,8 +228,8 @@ def reply_message(text, dtline, recipient, sender, host, subject, when):
         Field(DEFAULT.encode(), None, DENY),
     ]
     header, offset = headermagic(text, fields)
-    header = b"".join(line.replace(b"%SUBJECT%", subject) if line.lower().startswith(b"subject:") else line
-                      for line in header.splitlines(keepends=True))
+    header = b"".join(_SUBJECT_MAGIC.sub(lambda m: subject, line) if line.lower().startswith(b"subject:")
+                      else line for line in header.splitlines(keepends=True))
     return (dtline + newfield.msgid_field(host, when) + newfield.date_field(when) + header + b"\n"
             + text[offset:] + b"\n")
 
@@ -220,7 +243,7 @@ def parse_args(argv):
         elif opt[:2] in ("-f", "-j") and len(opt) > 2:
             value = opt[2:]
         else:
-            raise Fatal(100, "qmail-reply: usage: qmail-reply [-f mailfile] [-j junkfile] [maildir]")
+            raise Usage()
         if opt.startswith("-f"):
             textfile = value
         else:
@@ -228,25 +251,44 @@ def parse_args(argv):
     return textfile, junkfile, (rest[0] if rest else None)
 
 
+def read_file(path, what):
+    """The -f text or -j junk file; unreadable -> exit 100 with qmail-reply's text."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise Fatal(100, f"Unable to {what} '{path}': {error_str(e)}") from None
+
+
+def junk_lines(data):
+    """control_readfile(): lines without trailing blanks, empty and # lines dropped."""
+    lines = (ln.rstrip(" \t\r") for ln in data.decode("utf-8", "surrogateescape").split("\n"))
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def read_env(env):
+    """get_env(): DTLINE, SENDER, RECIPIENT (must have a local part and an @), HOST, in that order."""
+    for name in ("DTLINE", "SENDER", "RECIPIENT"):
+        if name not in env:
+            raise Fatal(100, f"Environment {name} not present.")
+    recipient = env["RECIPIENT"]
+    if "@" not in recipient or recipient.startswith("@"):
+        raise Fatal(100, "Bad RECIPIENT address.")
+    if "HOST" not in env:
+        raise Fatal(100, "Environment HOST not present.")
+    return env["SENDER"], recipient
+
+
 def run(argv, env, message):
     textfile, junkfile, maildir = parse_args(argv)
     if textfile:
-        with open(textfile, "rb") as f:
-            text = f.read()
+        text = read_file(textfile, "open")
     elif "QMAILREPLYTEXT" in env:
         text = env["QMAILREPLYTEXT"].encode("utf-8", "surrogateescape")
     else:
         raise Fatal(100, "QMAILREPLYTEXT not present.")
-    for name in ("DTLINE", "SENDER", "RECIPIENT", "HOST"):
-        if name not in env:
-            raise Fatal(100, f"Environment {name} not present.")
-    sender, recipient = env["SENDER"], env["RECIPIENT"]
-    if "@" not in recipient or recipient.startswith("@"):
-        raise Fatal(100, "Bad RECIPIENT address.")
-    extra = []
-    if junkfile:
-        with open(junkfile) as f:
-            extra = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+    extra = junk_lines(read_file(junkfile, "read")) if junkfile else []
+    sender, recipient = read_env(env)
     if junk_sender(sender, extra):
         return 0
     unwanted, subject = parse_header(message)
@@ -267,8 +309,11 @@ def run(argv, env, message):
 def main(argv=None):
     try:
         return run(sys.argv[1:] if argv is None else argv, dict(os.environ), sys.stdin.buffer.read())
+    except Usage:
+        sys.stderr.write(USAGE + "\n")
+        return 100
     except Fatal as e:
-        sys.stderr.write((e.text if e.text.startswith("qmail-reply: ") else FATAL + e.text) + "\n")  # usage: no "fatal:"
+        sys.stderr.write(FATAL + e.text + "\n")
         return e.code
     except OSError as e:
         sys.stderr.write(f"{FATAL}{e}\n")

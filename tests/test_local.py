@@ -181,7 +181,7 @@ def test_program_interface_n_mode_and_usage(tmp_path):
     p = run_local_program(["-n", "--", "joe", str(home), "joe", "", "", "example.test", "a@b.test", "./Maildir/"],
                           b"x\n", str(tmp_path))
     assert p.returncode == 0
-    assert "program prog\nmbox ./Mailbox\nforward fwd@elsewhere.test\ndid 1+1+1\n" in p.stdout
+    assert p.stdout == "unlimited quota\nforward fwd@elsewhere.test\nprogram prog\nmbox ./Mailbox\ndid 1+1+1\n"
     p = run_local_program(["joe", "relative/home"], b"x\n", str(tmp_path))
     assert p.returncode == 100 and "usage: qmail-local" in p.stderr
 

@@ -191,7 +191,7 @@ def test_automake_reports_corruption_and_creation_failure(tmp_path):
     (md / "cur").write_text("not a dir")
     with pytest.raises(MailboxError) as e:
         maildir.deliver_maildir(str(md) + "/", PREFIX, BODY, automake=True)
-    assert (e.value.code, e.value.text) == (111, f"The maildir '{md}' seems to be corrupted. (#4.2.1)")
+    assert (e.value.code, e.value.text) == (111, f"The maildir '{md}/' seems to be corrupted. (#4.2.1)")
     deep = tmp_path / "no" / "such" / "Maildir"
     with pytest.raises(MailboxError) as e:
         maildir.deliver_maildir(str(deep), PREFIX, BODY, automake=True)

@@ -104,7 +104,7 @@ def test_unopenable_mbox(tmp_path):
     with pytest.raises(MailboxError) as e:
         maildir.deliver_mbox(str(tmp_path), UF, PREFIX, b"hi\n")
     assert e.value.code == 111
-    assert e.value.text == f"Unable to open {tmp_path}: Is a directory. (#4.2.1)"
+    assert e.value.text == f"Unable to open {tmp_path}: is a directory. (#4.2.1)"
 
 
 def test_mbox_quota_at_the_limit_and_one_byte_over(tmp_path):
@@ -194,7 +194,7 @@ def test_write_error_truncates_back(small_fs):
     path.write_bytes(b"first message\n\n")
     with pytest.raises(MailboxError) as e:
         maildir.deliver_mbox(str(path), UF, PREFIX, b"z" * 1024 * 1024)
-    assert (e.value.code, e.value.text) == (111, f"Unable to write {path}: No space left on device. (#4.3.0)")
+    assert (e.value.code, e.value.text) == (111, f"Unable to write {path}: out of disk space. (#4.3.0)")
     assert path.read_bytes() == b"first message\n\n"
 
 

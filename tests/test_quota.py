@@ -258,4 +258,4 @@ def test_quota_warning_program_failures(qmailhome, tmp_path):
         deliver_line(tmp_path, str(tmp_path / "Mailbox2"), dict(ENV, MAILDIRQUOTA="10S"), body=b"x" * 9)
     prog = os.path.join(qmailhome, "bin", "qmail-quotawarn")
     assert (e.value.code, e.value.text) == (111, f"Unable to run quotawarn program: {prog}: "
-                                                 "No such file or directory. (#4.2.2)")
+                                                 "file does not exist. (#4.2.2)")
