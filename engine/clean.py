@@ -9,6 +9,7 @@ qmail-queue runs that died — are removed.
 """
 
 import os
+import signal
 import threading
 import time
 
@@ -94,9 +95,36 @@ def _serve_and_close(conn, queue):
         serve(conn, queue)
 
 
+class Stopping(Exception):
+    pass
+
+
+def _stop(signum, frame):
+    raise Stopping
+
+
 def run_clean(queue, listener):
-    """Arbiter target: one thread per client (qmail-send and qmail-todo both talk to us)."""
+    """Arbiter target: one thread per client (qmail-send and qmail-todo both talk to us).
+
+    SIGTERM stops taking new clients but finishes the requests of the connected ones,
+    which end when their clients exit: qmail-send's last requests (the todo/ and mess/ of
+    messages it has just delivered) must not be lost with a stop, or the next start would
+    deliver them again."""
     cleanup_pid(queue)
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=_serve_and_close, args=(conn, queue), daemon=True).start()
+    signal.signal(signal.SIGTERM, _stop)
+    clients = []
+    try:
+        while True:
+            conn, _ = listener.accept()
+            # a TERM now would leave a started client thread unjoined: it waits for the next accept
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+            clients = [t for t in clients if t.is_alive()]
+            t = threading.Thread(target=_serve_and_close, args=(conn, queue))
+            t.start()
+            clients.append(t)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+    except Stopping:
+        pass
+    for t in clients:
+        t.join()
+    return 0

@@ -25,6 +25,7 @@ import grp
 import os
 import pickle
 import pwd
+import signal
 import socket
 import struct
 import subprocess
@@ -254,6 +255,10 @@ def run_local(target, local_part, domain, sender, aliasempty, fd, base_env, dirm
     return code, text.encode("utf-8", "surrogateescape")
 
 
+class Stopping(Exception):
+    """SIGTERM, at a moment no delivery is under way."""
+
+
 class UidHelper:
     """A child that dropped to one uid/gid and runs deliveries sent over a socketpair (fd via SCM_RIGHTS)."""
 
@@ -356,11 +361,23 @@ class Worker:
         return alias_target(self.home, local_part)
 
     def serve_forever(self):
+        """Serve qmail-send connections until SIGTERM; a delivery under way when it comes is
+        finished and reported first (qmail-send waits for it before it exits itself)."""
         os.chdir(self.home)
-        while True:
-            conn, _ = self.listener.accept()
-            with conn:
-                self.serve(conn)
+        self.busy = self.stopping = False
+        signal.signal(signal.SIGTERM, self._on_term)
+        try:
+            while True:
+                conn, _ = self.listener.accept()
+                with conn:
+                    self.serve(conn)
+        except Stopping:
+            pass
+
+    def _on_term(self, signum, frame):
+        self.stopping = True
+        if not self.busy:
+            raise Stopping
 
     def serve(self, conn):
         conn.sendall(spawn.encode_limit(1))
@@ -373,8 +390,12 @@ class Worker:
                 if slot == spawn.HUP_SLOT and not (messid or sender or recipient):
                     self.reload()
                     continue
+                self.busy = True
                 letter, text = self.deliver(messid, sender, recipient)
                 conn.sendall(spawn.encode_reply(slot, letter, text))
+                self.busy = False
+                if self.stopping:
+                    raise Stopping
 
     def deliver(self, messid, sender, recipient):
         refused = spawn.request_error(messid, recipient)

@@ -112,3 +112,21 @@ def test_message_ids_reused_from_inodes_are_new_messages(mailhost, qmailhome):
         m.wait_for(lambda: not os.path.exists(queue_path(qmailhome, "mess", ids[-1])), 30, "message removed")
     assert len(set(ids)) < len(ids), "the file system reused no inode: this test proves nothing here"
     assert len(re.findall(r"^end msg ", m.log(), re.M)) == 30
+
+
+def test_a_delivery_finished_during_a_stop_is_not_repeated(mailhost, qmailhome, tmp_path):
+    """Every role gets SIGTERM at once; qmail-send's requests to qmail-clean for a delivery that
+    ends after that (todo/ and mess/ of a message done) are still carried out."""
+    m, users, flag, msgid = start_held(mailhost, qmailhome, tmp_path)
+    m.signal(signal.SIGTERM)
+    m.wait_for(lambda: "status: exiting" in m.log(), 10, "the stop began")
+    time.sleep(0.5)  # the other roles have their TERM by now
+    flag.touch()
+    m.proc.wait(30)
+    m.stop()
+    assert len(delivered(users["bob"])) == 1
+    for kind in ("todo", "mess"):
+        assert not os.path.exists(queue_path(qmailhome, kind, msgid)), f"{kind}/ left: delivered again at start"
+    m.start()
+    time.sleep(1)
+    assert len(delivered(users["bob"])) == 1
