@@ -182,8 +182,10 @@ def _mbox_quota(path, quota, message):
     return percent
 
 
-def _lock(fd):
-    """lock_ex with qmail-local's 30 s limit; False when the file system cannot lock (then no truncation)."""
+def lock_mbox(fd, timeout_error=None):
+    """lock_ex with qmail-local's 30 s limit; False when the file system cannot lock (then no truncation).
+
+    When the time is up it raises `timeout_error`, by default qmail-local's temporary refusal."""
     deadline = time.monotonic() + LOCK_SECONDS
     while True:
         try:
@@ -191,7 +193,7 @@ def _lock(fd):
             return True
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise temp(SLOW_LOCK)
+                raise timeout_error if timeout_error is not None else temp(SLOW_LOCK)
             time.sleep(LOCK_POLL_SECONDS)
         except OSError:
             return False
@@ -212,7 +214,7 @@ def deliver_mbox(path, ufline, prefix, message, *, quota=None, near_quota=None):
     except OSError as e:
         raise MailboxError(TEMP, MBOX_OPEN.format(name, error_str(e)), name) from e
     try:
-        locked = _lock(fd)
+        locked = lock_mbox(fd)
         pos = os.lseek(fd, 0, os.SEEK_END)
         try:
             size = kernel.append_mbox(fd, ufline + prefix, message)

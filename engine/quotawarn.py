@@ -13,12 +13,11 @@ after the last dot starts with QUOTA_WARNING, an mbox line
 To and MIME-Version are forced).
 """
 
-import fcntl
 import os
 import sys
 import time
 
-from engine import conf, control, newfield
+from engine import conf, control, maildir, newfield
 from engine.date822 import date822
 from engine.mailmagic import ALLOW, DEFAULT, DENY, FORCE, Field, headermagic
 from engine.tcpto import error_str
@@ -94,7 +93,7 @@ def write_mbox(path, mail, qwline, when):
         return
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        locked = lock_mbox(fd)
+        locked = maildir.lock_mbox(fd, Slowlock())  # qmail-quotawarn's own 30 s limit
         pos = os.lseek(fd, 0, os.SEEK_END)
         try:
             os.write(fd, b"From MAILER-DAEMON " + time.asctime(time.gmtime(when)).encode() + b"\n" + mail + b"\n")
@@ -105,21 +104,6 @@ def write_mbox(path, mail, qwline, when):
             raise
     finally:
         os.close(fd)
-
-
-def lock_mbox(fd):
-    """lock_ex with the 30 s limit of qmail-quotawarn; False where the file system cannot lock."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise Slowlock() from None
-            time.sleep(0.05)
-        except OSError:
-            return False
 
 
 class Slowlock(Exception):
